@@ -1,0 +1,68 @@
+"""Resolve layer specifications (names, modules, lists, "auto") to named modules."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+from torch import nn
+
+__all__ = ["LayerSpec", "resolve_layers", "resolve_layer", "layer_name", "AUTO"]
+
+AUTO = "auto"
+LayerSpec = str | nn.Module | Sequence[str | nn.Module] | None
+
+
+def _close_names(model: nn.Module, name: str, n: int = 5) -> list[str]:
+    names = [k for k, _ in model.named_modules() if k]
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.4)
+    if not close:  # fall back to names sharing a dotted prefix, then to the top-level ones
+        prefix = name.split(".")[0]
+        close = [k for k in names if k.startswith(prefix)][:n] or [k for k in names if "." not in k][:n]
+    return close
+
+
+def layer_name(model: nn.Module, module: nn.Module) -> str:
+    """The dotted name of `module` inside `model`; ValueError if it is not part of it."""
+    for name, m in model.named_modules():
+        if m is module:
+            return name or "<model>"
+    raise ValueError(
+        f"the layer {type(module).__name__} is not a module of the model "
+        f"({type(model).__name__}); pass a module taken from this model or its name"
+    )
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """One layer by dotted name (as in `model.named_modules()`) or module object."""
+    if isinstance(layer, nn.Module):
+        return layer_name(model, layer), layer
+    if not isinstance(layer, str):
+        raise TypeError(
+            f"layer must be a name, an nn.Module, a list of them or 'auto'; got {type(layer).__name__}"
+        )
+    modules = dict(model.named_modules())
+    if layer in modules and layer:
+        return layer, modules[layer]
+    close = _close_names(model, layer)
+    hint = f"; closest names: {', '.join(close)}" if close else ""
+    raise ValueError(f"unknown layer '{layer}' in {type(model).__name__}{hint}")
+
+
+def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Module]] | str:
+    """Resolve `layer` to a list of (name, module), or return AUTO when detection is deferred
+    to the real forward pass (see `gradsum.core.probe.Probe`)."""
+    if layer is None or (isinstance(layer, str) and layer == AUTO):
+        return AUTO
+    if isinstance(layer, str | nn.Module):
+        return [resolve_layer(model, layer)]
+    if isinstance(layer, Sequence):
+        if len(layer) == 0:
+            raise ValueError("layer list is empty; give at least one layer name or 'auto'")
+        resolved = [resolve_layer(model, each) for each in layer]
+        names = [n for n, _ in resolved]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer list names a layer twice: {names}")
+        return resolved
+    raise TypeError(
+        f"layer must be a name, an nn.Module, a list of them or 'auto'; got {type(layer).__name__}"
+    )

@@ -1,0 +1,284 @@
+"""Targets: which scalar of the model's output an explanation explains, one per sample.
+
+A target turns the model output (B, ...) into scores (B,). `resolve_target` turns what
+users pass (None, an int, a list of ints, a Target, a callable) into a Target that knows
+the batch size.
+
+Score conventions (stated, never implied): `ClassTarget` explains the *logit* by default;
+`score="probability"` explains softmax(output)[c]; `score="log_probability"` explains
+log_softmax(output)[c]. Regression targets explain the raw output times `sign`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "Target",
+    "ClassTarget",
+    "ProbabilityTarget",
+    "LogProbabilityTarget",
+    "RegressionTarget",
+    "SegmentationTarget",
+    "CallableTarget",
+    "DefaultTarget",
+    "BoundTarget",
+    "resolve_target",
+    "TargetSpec",
+]
+
+Score = Literal["logit", "probability", "log_probability"]
+_SCORES = ("logit", "probability", "log_probability")
+
+
+def _flat_outputs(output: torch.Tensor) -> torch.Tensor:
+    """(B,) or (B,N) or (B,N,1,1) -> (B,N)."""
+    if output.ndim == 1:
+        return output[:, None]
+    if output.ndim > 2 and all(s == 1 for s in output.shape[2:]):
+        return output.reshape(output.shape[0], -1)
+    if output.ndim != 2:
+        raise ValueError(
+            f"this target needs a model output of shape (B, N); got {tuple(output.shape)}. "
+            "For segmentation outputs use gs.SegmentationTarget(category, mask); "
+            "otherwise pass a callable target(output) -> (B,) scores"
+        )
+    return output
+
+
+class BoundTarget:
+    """A target fixed to one batch: `indices` (B,) explained output per sample (None for
+    callables) and `__call__(output, rows=None) -> scores`. `rows` (n,) maps each row of
+    `output` to the sample it perturbs, so one bound target scores thousands of masked
+    copies of a batch."""
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+        indices: torch.Tensor | None,
+        score: str,
+        description: str,
+        sign: int = 1,
+    ):
+        self._fn = fn
+        self.indices = indices
+        self.score = score
+        self.description = description
+        self.sign = sign
+
+    def __call__(self, output: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return self._fn(output, rows)
+
+    def __repr__(self) -> str:
+        return f"BoundTarget({self.description})"
+
+
+class Target:
+    """Base class of target specifications. `bind(output)` checks the specification against
+    the model's output on the clean batch and returns a `BoundTarget`."""
+
+    def bind(self, output: torch.Tensor) -> BoundTarget:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        """Scores (B,) for one output: bind and evaluate."""
+        return self.bind(output)(output)
+
+
+def _class_scores(flat: torch.Tensor, score: str) -> torch.Tensor:
+    if score == "probability":
+        return flat.softmax(dim=1)
+    if score == "log_probability":
+        return flat.log_softmax(dim=1)
+    return flat
+
+
+def _pick(indices: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return indices if rows is None else indices[rows]
+
+
+class ClassTarget(Target):
+    """Explain class `index` (an int for every sample, or one int per sample).
+
+    index=None means the argmax of each sample's output on the clean input.
+    score: "logit" (default), "probability" (softmax) or "log_probability" (log-softmax).
+    """
+
+    def __init__(self, index: int | Sequence[int] | torch.Tensor | None = None, score: Score = "logit"):
+        if score not in _SCORES:
+            raise ValueError(f"score must be one of {_SCORES}; got {score!r}")
+        self.index = index
+        self.score = score
+
+    def bind(self, output: torch.Tensor) -> BoundTarget:
+        flat = _flat_outputs(output)
+        batch, n_out = flat.shape
+        if self.index is None:
+            idx = flat.detach().argmax(dim=1)
+        else:
+            idx = torch.as_tensor(self.index, device=flat.device).reshape(-1).long()
+            if idx.numel() == 1:
+                idx = idx.expand(batch)
+            elif idx.numel() != batch:
+                raise ValueError(
+                    f"got {idx.numel()} targets for a batch of {batch} images; "
+                    "give one target per image or a single target for all"
+                )
+            bad = (idx < 0) | (idx >= n_out)
+            if bool(bad.any()):
+                first = int(idx[bad][0])
+                raise ValueError(
+                    f"target index {first} is out of range: the model has {n_out} outputs "
+                    f"(valid indices 0..{n_out - 1})"
+                )
+        score = self.score
+
+        def fn(out: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+            values = _class_scores(_flat_outputs(out), score)
+            return values.gather(1, _pick(idx, rows)[:, None].to(values.device))[:, 0]
+
+        which = "argmax" if self.index is None else "given"
+        return BoundTarget(fn, idx, score, f"class ({which}, {score})")
+
+
+class ProbabilityTarget(ClassTarget):
+    """Explain the softmax probability of class `index` (argmax when None)."""
+
+    def __init__(self, index: int | Sequence[int] | torch.Tensor | None = None):
+        super().__init__(index, score="probability")
+
+
+class LogProbabilityTarget(ClassTarget):
+    """Explain the log-softmax of class `index` (argmax when None)."""
+
+    def __init__(self, index: int | Sequence[int] | torch.Tensor | None = None):
+        super().__init__(index, score="log_probability")
+
+
+class RegressionTarget(Target):
+    """Explain regression output `index` times `sign` (+1: what pushes the output up,
+    -1: what pushes it down). For a steering model with positive = right, sign=+1 explains
+    steering right."""
+
+    def __init__(self, index: int = 0, sign: int = 1):
+        if sign not in (1, -1):
+            raise ValueError(f"sign must be +1 or -1; got {sign!r}")
+        self.index = int(index)
+        self.sign = sign
+
+    def bind(self, output: torch.Tensor) -> BoundTarget:
+        flat = _flat_outputs(output)
+        if not 0 <= self.index < flat.shape[1]:
+            raise ValueError(
+                f"regression output index {self.index} is out of range: the model has "
+                f"{flat.shape[1]} outputs (valid indices 0..{flat.shape[1] - 1})"
+            )
+        index, sign = self.index, self.sign
+
+        def fn(out: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+            return sign * _flat_outputs(out)[:, index]
+
+        idx = torch.full((flat.shape[0],), index, device=flat.device, dtype=torch.long)
+        return BoundTarget(fn, idx, "output", f"output {index} ({'+' if sign > 0 else '-'})", sign)
+
+
+class SegmentationTarget(Target):
+    """Explain the sum of category `category`'s output over `mask` for a segmentation model
+    with output (B, K, H, W). mask: (H,W) or (B,H,W), bool or float weights."""
+
+    def __init__(self, category: int, mask: torch.Tensor):
+        self.category = int(category)
+        self.mask = mask
+
+    def bind(self, output: torch.Tensor) -> BoundTarget:
+        if output.ndim != 4:
+            raise ValueError(f"SegmentationTarget needs a (B, K, H, W) output; got {tuple(output.shape)}")
+        if not 0 <= self.category < output.shape[1]:
+            raise ValueError(
+                f"segmentation category {self.category} is out of range: the model has "
+                f"{output.shape[1]} output channels (valid 0..{output.shape[1] - 1})"
+            )
+        mask = torch.as_tensor(self.mask).to(device=output.device, dtype=output.dtype)
+        if mask.shape[-2:] != output.shape[-2:] or mask.ndim not in (2, 3):
+            raise ValueError(
+                f"SegmentationTarget mask has shape {tuple(mask.shape)}; expected (H,W) or (B,H,W) "
+                f"with H,W = {tuple(output.shape[-2:])}"
+            )
+        if mask.ndim == 2:
+            mask = mask.expand(output.shape[0], *mask.shape)
+        category = self.category
+
+        def fn(out: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+            m = mask if rows is None else mask[rows]
+            return (out[:, category] * m).sum(dim=(-2, -1))
+
+        idx = torch.full((output.shape[0],), category, device=output.device, dtype=torch.long)
+        return BoundTarget(fn, idx, "logit", f"segmentation category {category}")
+
+
+class CallableTarget(Target):
+    """Wrap any `fn(output) -> (n,) scores` (one score per row of the output it is given)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+        self.fn = fn
+
+    def bind(self, output: torch.Tensor) -> BoundTarget:
+        user_fn = self.fn
+
+        def fn(out: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+            scores = user_fn(out)
+            if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (out.shape[0],):
+                shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+                raise ValueError(
+                    f"a callable target must return one score per image, shape ({out.shape[0]},); got {shape}"
+                )
+            return scores
+
+        fn(output, None)  # validate once on the clean output
+        return BoundTarget(fn, None, "custom", getattr(user_fn, "__name__", "callable"))
+
+
+class DefaultTarget(Target):
+    """None -> argmax logit when the model has several outputs, output 0 when it has one."""
+
+    def bind(self, output: torch.Tensor) -> BoundTarget:
+        n = _flat_outputs(output).shape[1]
+        return (RegressionTarget(0) if n == 1 else ClassTarget(None)).bind(output)
+
+
+TargetSpec = None | int | Sequence[int] | torch.Tensor | Target | Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_target(target: TargetSpec) -> Target:
+    """What users pass -> a Target specification (bind it to the clean output next).
+
+    None: argmax logit for classifiers, output 0 (sign +1) for one-output models.
+    int / list / 1-D integer tensor: ClassTarget (one index per sample when a list).
+    Target instance: itself. Other callables: CallableTarget.
+    """
+    if target is None:
+        return DefaultTarget()
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, bool):
+        raise TypeError("target must be a class index, a list of indices, a Target or a callable; got a bool")
+    if isinstance(target, torch.Tensor):
+        if target.is_floating_point():
+            raise TypeError(
+                "target tensor must hold integer class indices; got floats. "
+                "For regression use gs.RegressionTarget(index, sign)"
+            )
+        return ClassTarget(target)
+    if isinstance(target, int):
+        return ClassTarget(target)
+    if isinstance(target, Sequence) and not isinstance(target, str):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            raise TypeError("a target list must hold integer class indices, one per image")
+        return ClassTarget(list(target))
+    if callable(target):
+        return CallableTarget(target)
+    raise TypeError(
+        f"target must be None, a class index, a list of indices, a Target or a callable; got {type(target).__name__}"
+    )

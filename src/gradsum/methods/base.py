@@ -1,0 +1,75 @@
+"""The explainer base class: one call signature for every method, input checks at the
+boundary, model state restored, cost measured."""
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradsum.core.attribution import Attribution
+from gradsum.core.probe import preserved_state
+from gradsum.core.targets import TargetSpec, resolve_target
+
+__all__ = ["Explainer", "check_input", "upsample"]
+
+
+def check_input(x: Any, name: str = "x") -> torch.Tensor:
+    """Validate an image batch: a floating (B,C,H,W) tensor of finite values."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B,C,H,W); got {type(x).__name__}")
+    if x.ndim != 4:
+        hint = " (add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
+        raise ValueError(f"{name} must be a 4-D tensor (B,C,H,W); got {x.ndim}-D shape {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor; got {x.dtype}. Convert images with x.float() / 255"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (B=0)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; clean the input before explaining it")
+    return x
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B,h,w) -> (B,H,W) bilinear, align_corners=False (a no-op when sizes match)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+class Explainer:
+    """Base class: `exp = Method(model, layer=..., **options)`, then `exp(x, target=None)`.
+
+    Subclasses implement `_explain(x, target) -> Attribution`. The call validates x,
+    resolves the target, runs with the model in eval mode and frozen parameters
+    (restored afterwards, also on error) and records the wall time in `cost.seconds`.
+    """
+
+    name: ClassVar[str] = "explainer"
+    freeze_parameters: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, layer: Any = "auto", **options: Any):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        self.model = model
+        self.layer = layer
+        self.options = options
+
+    def __call__(self, x: torch.Tensor, target: TargetSpec = None) -> Attribution:
+        x = check_input(x)
+        spec = resolve_target(target)
+        start = time.perf_counter()
+        with preserved_state(self.model, freeze=self.freeze_parameters):
+            attribution = self._explain(x, spec)
+        attribution.cost.seconds = time.perf_counter() - start
+        return attribution
+
+    def _explain(self, x: torch.Tensor, target: Any) -> Attribution:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layer={self.layer!r}, options={self.options})"

@@ -1,0 +1,72 @@
+"""`explain`: several methods on one batch, CAM-family methods sharing ONE pass."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradsum.core.attribution import Attribution, Cost
+from gradsum.core.layers import AUTO
+from gradsum.core.probe import preserved_state
+from gradsum.core.targets import TargetSpec, resolve_target
+from gradsum.methods.base import check_input
+from gradsum.methods.cam import CAM_FUNCTIONS, compute_cams
+from gradsum.methods.registry import explainer, method_info
+
+__all__ = ["explain", "Explanations"]
+
+
+class Explanations(dict):
+    """method name -> Attribution, plus `cost`: what the whole call cost (the shared CAM
+    pass counted once)."""
+
+    cost: Cost
+
+
+def explain(
+    model: nn.Module,
+    x: torch.Tensor,
+    methods: Sequence[str] = ("gradcam",),
+    *,
+    layer: Any = AUTO,
+    target: TargetSpec = None,
+    fusion: str = "mean",
+    options: dict[str, dict[str, Any]] | None = None,
+) -> Explanations:
+    """Explain `x` with every method in `methods`.
+
+    All CAM-family methods (gradcam, gradcam++, layercam, ...) are computed from ONE forward
+    and ONE partial backward; other methods run their own passes. `options` maps a method
+    name to its keyword options. Returns {name: Attribution} with a `.cost` total.
+    """
+    if isinstance(methods, str):
+        methods = [methods]
+    names = [method_info(m).name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a method is listed twice in {list(methods)}")
+    options = options or {}
+    x = check_input(x)
+    spec = resolve_target(target)
+    results = Explanations()
+    total = Cost()
+    cam_names = [n for n in names if n in CAM_FUNCTIONS and not options.get(n)]
+    if cam_names:
+        start = time.perf_counter()
+        with preserved_state(model):
+            shared = compute_cams(model, x, spec, cam_names, layer, fusion=fusion)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - start
+        shared[cam_names[0]].cost.seconds = seconds  # one Cost object, shared by all of them
+        results.update(shared)
+        total = total + shared[cam_names[0]].cost
+    for name in names:
+        if name in results:
+            continue
+        attribution: Attribution = explainer(name, model, layer=layer, **options.get(name, {}))(x, spec)
+        results[name] = attribution
+        total = total + attribution.cost
+    ordered = Explanations({n: results[n] for n in names})
+    ordered.cost = total
+    return ordered
