@@ -257,7 +257,7 @@ def compute_cams(
         for method in methods:
             fn = CAM_FUNCTIONS[method].fn
             layer_maps = {
-                n: fn(a, g, CamContext(model, n, bound, options)).float()
+                n: fn(a, g, CamContext(model, n, bound, options))
                 for n, a, g in zip(names, acts, grads, strict=True)
             }
             upsampled = [upsample(m, size) for m in layer_maps.values()]
