@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from testmodels import GapLinear, InplaceReuseCNN, TinySteering
 from torch import nn
+
+from testmodels import GapLinear, InplaceReuseCNN, TinySteering
 
 
 @pytest.fixture

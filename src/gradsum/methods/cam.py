@@ -159,15 +159,18 @@ def layer_visualization_map(acts: torch.Tensor, grads: torch.Tensor | None, ctx:
     return acts.sum(dim=1)
 
 
-def _linear_head(model: nn.Module, channels: int, layer: str) -> nn.Linear:
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.in_features == channels]
-    if not heads:
-        raise ValueError(
-            f"cam needs a global-average-pooling + linear head after layer '{layer}' ({channels} channels), "
-            f"but {type(model).__name__} has no nn.Linear with in_features={channels}; use 'gradcam', "
-            "which equals CAM on such models and works on any model"
-        )
-    return heads[-1]
+def _linear_head(ctx: CamContext, acts: torch.Tensor) -> nn.Linear:
+    """The nn.Linear whose input, on this very forward, was the global average pool of
+    `acts` (seen by the pre-hooks `compute_cams` puts on every Linear when cam is asked)."""
+    pooled = acts.mean(dim=(2, 3))
+    for head, seen in reversed(ctx.options.get("_linear_inputs", [])):
+        if seen.shape == pooled.shape and torch.allclose(seen, pooled, rtol=1e-4, atol=1e-6):
+            return head
+    raise ValueError(
+        f"cam needs the layer '{ctx.layer}' to be followed by global average pooling and a linear "
+        f"layer, but no nn.Linear of {type(ctx.model).__name__} receives the spatial mean of its output; "
+        "use 'gradcam', which equals CAM on such models and works on any model"
+    )
 
 
 @_cam_function("cam", needs_gradients=False)
@@ -175,7 +178,7 @@ def cam_map(acts: torch.Tensor, grads: torch.Tensor | None, ctx: CamContext) -> 
     """CAM (Zhou et al. 2016): M = ReLU(sum_k w[c,k] A_k) with w the weights of the linear
     layer after global average pooling and c the explained class (output index x sign
     for regressors). Probability targets are explained through their class's logit."""
-    head = _linear_head(ctx.model, acts.shape[1], ctx.layer)
+    head = _linear_head(ctx, acts)
     if ctx.target.indices is None:
         raise ValueError("cam needs a class or output index target, not a callable target")
     weights = head.weight[ctx.target.indices.to(head.weight.device)].to(acts.dtype)
@@ -240,7 +243,19 @@ def compute_cams(
         raise ValueError(f"not CAM-family methods: {unknown}; CAM methods are {sorted(CAM_FUNCTIONS)}")
     options = dict(options or {})
     layers = resolve_layers(model, layer)
-    probe, output, names = _forward_with_probe(model, x, layers)
+    linear_inputs: list[tuple[nn.Linear, torch.Tensor]] = []
+    handles = []
+    if "cam" in methods:  # CAM reads the head's weights: record what each Linear receives
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                handles.append(module.register_forward_pre_hook(
+                    lambda mod, inp: linear_inputs.append((mod, inp[0].detach()))
+                ))
+    try:
+        probe, output, names = _forward_with_probe(model, x, layers)
+    finally:
+        for handle in handles:
+            handle.remove()
     bound = target.bind(output)
     scores = bound(output)
     label = ", ".join(methods)
@@ -257,7 +272,7 @@ def compute_cams(
         for method in methods:
             fn = CAM_FUNCTIONS[method].fn
             layer_maps = {
-                n: fn(a, g, CamContext(model, n, bound, options))
+                n: fn(a, g, CamContext(model, n, bound, {**options, "_linear_inputs": linear_inputs}))
                 for n, a, g in zip(names, acts, grads, strict=True)
             }
             upsampled = [upsample(m, size) for m in layer_maps.values()]

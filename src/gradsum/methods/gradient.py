@@ -8,7 +8,7 @@ guided backprop) reduce with max|.|; attribution-like methods that satisfy compl
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -345,6 +345,7 @@ class IntegratedGradients(GradientExplainer):
                  method: Quadrature = "gausslegendre", baseline: BaselineSpec = "zeros",
                  return_delta: bool = False, seed: int = 0, internal_batch_size: BatchSize = "auto",
                  **options: Any):
+        internal_batch_size = options.pop("batch_size", internal_batch_size)
         super().__init__(model, layer=layer, batch_size=internal_batch_size, **options)
         quadrature(steps, method)  # validate early
         self.steps, self.method, self.baseline = steps, method, baseline
