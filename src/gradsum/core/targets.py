@@ -24,6 +24,7 @@ __all__ = [
     "SegmentationTarget",
     "CallableTarget",
     "DefaultTarget",
+    "FixedTarget",
     "BoundTarget",
     "resolve_target",
     "TargetSpec",
@@ -70,6 +71,15 @@ class BoundTarget:
 
     def __call__(self, output: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         return self._fn(output, rows)
+
+    def select(self, rows: torch.Tensor) -> BoundTarget:
+        """The same targets for a batch whose row i is a copy of sample rows[i]."""
+
+        def fn(output: torch.Tensor, sub: torch.Tensor | None) -> torch.Tensor:
+            return self._fn(output, rows if sub is None else rows[sub])
+
+        indices = None if self.indices is None else self.indices[rows.to(self.indices.device)]
+        return BoundTarget(fn, indices, self.score, self.description, self.sign)
 
     def __repr__(self) -> str:
         return f"BoundTarget({self.description})"
@@ -238,6 +248,17 @@ class CallableTarget(Target):
 
         fn(output, None)  # validate once on the clean output
         return BoundTarget(fn, None, "custom", getattr(user_fn, "__name__", "callable"))
+
+
+class FixedTarget(Target):
+    """A target already bound to a batch: `bind` returns it unchanged, so several passes
+    (e.g. Grad-CAM and guided backprop in guided Grad-CAM) explain the very same outputs."""
+
+    def __init__(self, bound: BoundTarget):
+        self.bound = bound
+
+    def bind(self, output: torch.Tensor) -> BoundTarget:
+        return self.bound
 
 
 class DefaultTarget(Target):

@@ -8,6 +8,7 @@ guided backprop) reduce with max|.|; attribution-like methods that satisfy compl
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.batching import BatchSize, auto_batch_size
 from gradsum.core.layers import AUTO
-from gradsum.core.targets import BoundTarget, Target
+from gradsum.core.targets import BoundTarget, FixedTarget, Target
 from gradsum.methods.base import Explainer
 from gradsum.methods.cam import compute_cams
 from gradsum.methods.registry import register
@@ -150,9 +151,15 @@ def _input_gradients(
 
 
 class GradientExplainer(Explainer):
-    """Base of the gradient family: `input_attributions(x, bound)` -> (B,C,H,W)."""
+    """Base of the gradient family: `input_attributions(x, bound, rows)` -> ((B,C,H,W), Cost).
+
+    Methods whose gradient is taken at x itself (`direct = True`: saliency, input x gradient,
+    guided backprop) implement `from_gradient(x, grad)` and cost exactly one forward and one
+    backward per image: the target is bound on the output of that same forward pass."""
 
     channel_reduce: ChannelReduce = "absmax"
+    direct: bool = False
+    guided: bool = False
 
     def __init__(self, model: nn.Module, layer: Any = None, *, channel_reduce: ChannelReduce | None = None,
                  batch_size: BatchSize = "auto", **options: Any):
@@ -162,14 +169,30 @@ class GradientExplainer(Explainer):
             self.channel_reduce = channel_reduce
         self.batch_size = batch_size
 
-    def input_attributions(self, x: torch.Tensor, bound: BoundTarget, rows: torch.Tensor) -> tuple[torch.Tensor, Cost]:
+    def from_gradient(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
 
+    def input_attributions(self, x: torch.Tensor, bound: BoundTarget, rows: torch.Tensor) -> tuple[torch.Tensor, Cost]:
+        """Attributions of (possibly perturbed) inputs whose target is already bound."""
+        g = _input_gradients(self.model, x, bound, rows, batch_size=self.batch_size, guided=self.guided)
+        return self.from_gradient(x, g), Cost(forward_passes=x.shape[0], backward_passes=x.shape[0])
+
     def _explain(self, x: torch.Tensor, target: Target) -> Attribution:
-        bound, scores = _clean_forward(self.model, x, target)
-        rows = torch.arange(x.shape[0], device=x.device)
-        attributions, cost = self.input_attributions(x, bound, rows)
-        cost.forward_passes += x.shape[0]
+        batch = x.shape[0]
+        if self.direct:
+            xin = x.detach().requires_grad_(True)
+            with torch.enable_grad(), guided_relu() if self.guided else contextlib.nullcontext():
+                output = self.model(xin)
+                bound = target.bind(output)
+                scores = bound(output)
+                (grad,) = torch.autograd.grad(scores.sum(), xin)
+            attributions = self.from_gradient(x, grad)
+            scores = scores.detach()
+            cost = Cost(forward_passes=batch, backward_passes=batch)
+        else:
+            bound, scores = _clean_forward(self.model, x, target)
+            attributions, cost = self.input_attributions(x, bound, torch.arange(batch, device=x.device))
+            cost.forward_passes += batch
         return Attribution(
             method=self.name,
             maps=reduce_channels(attributions, self.channel_reduce),
@@ -188,10 +211,10 @@ class Saliency(GradientExplainer):
     (channel_reduce="abssum" or others on request)."""
 
     channel_reduce: ChannelReduce = "absmax"
+    direct = True
 
-    def input_attributions(self, x, bound, rows):
-        g = _input_gradients(self.model, x, bound, rows, batch_size=self.batch_size)
-        return g.abs(), Cost(forward_passes=x.shape[0], backward_passes=x.shape[0])
+    def from_gradient(self, x, grad):
+        return grad.abs()
 
 
 @register("inputxgradient", family="gradient", passes="1 forward + 1 backward",
@@ -200,10 +223,10 @@ class InputXGradient(GradientExplainer):
     """Input x gradient: x * dy/dx, summed over channels for the map (signed)."""
 
     channel_reduce: ChannelReduce = "sum"
+    direct = True
 
-    def input_attributions(self, x, bound, rows):
-        g = _input_gradients(self.model, x, bound, rows, batch_size=self.batch_size)
-        return x * g, Cost(forward_passes=x.shape[0], backward_passes=x.shape[0])
+    def from_gradient(self, x, grad):
+        return x * grad
 
 
 @register("guided-backprop", family="gradient", passes="1 forward + 1 backward",
@@ -213,10 +236,11 @@ class GuidedBackprop(GradientExplainer):
     backward replaced by grad_out * 1[x>0] * 1[grad_out>0]; map = max_c |.|."""
 
     channel_reduce: ChannelReduce = "absmax"
+    direct = True
+    guided = True
 
-    def input_attributions(self, x, bound, rows):
-        g = _input_gradients(self.model, x, bound, rows, batch_size=self.batch_size, guided=True)
-        return g, Cost(forward_passes=x.shape[0], backward_passes=x.shape[0])
+    def from_gradient(self, x, grad):
+        return grad
 
 
 @register("guided-gradcam", family="gradient", passes="2 forward + 2 backward",
@@ -226,23 +250,18 @@ class GuidedGradCAM(GradientExplainer):
     input_maps = gb * cam per channel, map = max_c |gb| * cam. `layer` is Grad-CAM's layer."""
 
     channel_reduce: ChannelReduce = "absmax"
+    guided = True
 
     def __init__(self, model: nn.Module, layer: Any = AUTO, **options: Any):
         super().__init__(model, layer=layer, **options)
 
-    def input_attributions(self, x, bound, rows):
-        from gradsum.core.targets import ClassTarget, RegressionTarget
+    def from_gradient(self, x, grad):
+        return grad
 
-        if bound.indices is None:
-            raise ValueError("guided-gradcam needs a class or output index target, not a callable target")
-        spec: Target = (
-            RegressionTarget(int(bound.indices[0]), bound.sign) if bound.score == "output"
-            else ClassTarget(bound.indices, score=bound.score)  # type: ignore[arg-type]
-        )
-        cam = compute_cams(self.model, x, spec, ["gradcam"], self.layer)["gradcam"]
-        g = _input_gradients(self.model, x, bound, rows, batch_size=self.batch_size, guided=True)
-        cost = Cost(forward_passes=2 * x.shape[0], backward_passes=2 * x.shape[0])
-        return g * cam.maps[:, None], cost
+    def input_attributions(self, x, bound, rows):
+        guided, cost = super().input_attributions(x, bound, rows)
+        cam = compute_cams(self.model, x, FixedTarget(bound.select(rows)), ["gradcam"], self.layer)["gradcam"]
+        return guided * cam.maps[:, None], cost + cam.cost
 
 
 # --- integrated gradients ------------------------------------------------------------------
