@@ -1,0 +1,229 @@
+"""GradSUM: the share of a heatmap on each semantic category, per image and per dataset.
+
+For an image with segmentation S and heatmap M normalised to [0,1] (default: min-max of
+ReLU(M)), with P_k = [S == k] and N_k = sum P_k (Chalom & Klein, GradSUM slides):
+
+    mean        G_k = 100 * sum(P_k M) / N_k          (NaN when N_k = 0)
+    pooled      100 * sum_images sum(P_k M) / sum_images N_k
+    threshold   100 * #(P_k and M > t) / N_k          (t = 0.5, strictly greater)
+    share       100 * sum(P_k M) / sum(M)             (sums to 100 over categories)
+    enrichment  share_k / (100 N_k / HW)              (1 = attended as often as it occurs)
+
+A category (group) sums the numerators and denominators of its labels; it is not an
+average of label percentages. Sums are accumulated in float64 with `torch.bincount` on the
+maps' device, a batch at a time.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from gradsum.core.normalize import NormalizeMode, normalize_maps
+from gradsum.semantic.labels import LabelIndex, LabelTable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["LabelSums", "label_sums", "Profile", "profile_rows", "bootstrap_ci", "summarize"]
+
+LEVELS = ("label", "category")
+VALUE_COLUMNS = ["pixels", "activation_sum", "above_threshold", "value_mean", "value_threshold", "share",
+                 "pixel_share", "enrichment"]
+
+
+@dataclass
+class LabelSums:
+    """Per image x label sums (float64): pixels N_k, activation sum(P_k M), count of
+    P_k and M > t; and per image sum(M) and H*W."""
+
+    pixels: torch.Tensor  # (B, L)
+    mass: torch.Tensor  # (B, L)
+    above: torch.Tensor  # (B, L)
+    total_mass: torch.Tensor  # (B,)
+    area: torch.Tensor  # (B,)
+
+    def grouped(self, groups: torch.Tensor) -> LabelSums:
+        """Sum labels into categories with the (L, C) 0/1 matrix."""
+        return LabelSums(self.pixels @ groups, self.mass @ groups, self.above @ groups, self.total_mass, self.area)
+
+
+def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelIndex, *,
+               threshold: float = 0.5, source: str = "") -> LabelSums:
+    """Sums for already-normalised maps (B,H,W) and id segmentations (B,H,W) of the same size."""
+    if maps.shape != segmentations.shape:
+        raise ValueError(
+            f"heatmaps {tuple(maps.shape)} and segmentations {tuple(segmentations.shape)} must have the same "
+            "shape (B,H,W); resize the segmentation with nearest neighbour or the maps bilinearly"
+        )
+    b = maps.shape[0]
+    n_labels = len(index.table)
+    pos = index.dense(segmentations.to(maps.device), source)
+    flat = (pos + n_labels * torch.arange(b, device=maps.device)[:, None, None]).reshape(-1)
+    values = maps.reshape(-1).double()
+    size = b * n_labels
+    pixels = torch.bincount(flat, minlength=size).double()
+    mass = torch.bincount(flat, weights=values, minlength=size)
+    above = torch.bincount(flat, weights=(values > threshold).double(), minlength=size)
+    return LabelSums(
+        pixels.reshape(b, n_labels),
+        mass.reshape(b, n_labels),
+        above.reshape(b, n_labels),
+        maps.double().reshape(b, -1).sum(dim=1),
+        torch.full((b,), float(maps.shape[-1] * maps.shape[-2]), dtype=torch.float64, device=maps.device),
+    )
+
+
+def _values(s: LabelSums) -> dict[str, torch.Tensor]:
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=s.pixels.device)
+    present = s.pixels > 0
+    safe_pixels = s.pixels.clamp_min(1)
+    total = s.total_mass[:, None]
+    share = torch.where(total > 0, 100 * s.mass / total.clamp_min(1e-300), nan)
+    pixel_share = 100 * s.pixels / s.area[:, None]
+    return {
+        "pixels": s.pixels,
+        "activation_sum": s.mass,
+        "above_threshold": s.above,
+        "value_mean": torch.where(present, 100 * s.mass / safe_pixels, nan),
+        "value_threshold": torch.where(present, 100 * s.above / safe_pixels, nan),
+        "share": share,
+        "pixel_share": pixel_share,
+        "enrichment": torch.where(present, share / pixel_share.clamp_min(1e-300), nan),
+    }
+
+
+def profile_rows(sums: LabelSums, index: LabelIndex, image_ids: Sequence[str],
+                 context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Tidy rows: one per image x (label and category), with every value column."""
+    context = context or {}
+    rows: list[dict[str, Any]] = []
+    for level, level_sums, names in (
+        ("label", sums, index.names),
+        ("category", sums.grouped(index.groups.to(sums.pixels.device)), index.categories),
+    ):
+        values = {k: v.cpu().numpy() for k, v in _values(level_sums).items()}
+        for i, image_id in enumerate(image_ids):
+            for k, name in enumerate(names):
+                row = {**context, "image_id": image_id, "level": level, "category": name}
+                row.update({col: float(values[col][i, k]) for col in VALUE_COLUMNS})
+                rows.append(row)
+    return rows
+
+
+def bootstrap_ci(values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of `values` (NaNs dropped); (nan, nan) if empty."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    if v.size == 1:
+        return float(v[0]), float(v[0])
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+GROUP_KEYS = ["model", "method", "epoch", "level", "category"]
+
+
+def summarize(images: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Dataset summary per (model, method, epoch, level, category).
+
+    value_mean / value_threshold / share / enrichment: the mean over images and its 95%
+    bootstrap CI (`_lo`, `_hi`), images where the category is absent skipped (share keeps
+    them: 0% of the mass). pooled: 100 * sum mass / sum pixels (the original GradSUM
+    dataset figure). pooled_share: 100 * sum mass / sum of the images' total mass;
+    pixel_share: 100 * sum pixels / sum area; pooled_enrichment = pooled_share / pixel_share.
+    """
+    import pandas as pd
+
+    keys = [k for k in GROUP_KEYS if k in images.columns]
+    per_image = [k for k in keys if k != "category"] + ["image_id"]
+    totals = images.groupby(per_image, sort=False, dropna=False)[["activation_sum", "pixels"]].transform("sum")
+    frame = images.assign(_total=totals["activation_sum"], _area=totals["pixels"])
+    out = []
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        row: dict[str, Any] = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        present = (group["pixels"] > 0).to_numpy()
+        row["images"] = int(present.sum())
+        for col in ("value_mean", "value_threshold", "share", "enrichment"):
+            vals = group[col].to_numpy() if col == "share" else group[col].to_numpy()[present]
+            finite = vals[np.isfinite(vals)]
+            row[col] = float(finite.mean()) if finite.size else float("nan")
+            row[f"{col}_lo"], row[f"{col}_hi"] = bootstrap_ci(finite, n_boot=n_boot, seed=seed)
+        mass, pixels = group["activation_sum"].sum(), group["pixels"].sum()
+        total, area = group["_total"].sum(), group["_area"].sum()
+        row["pooled"] = float(100 * mass / pixels) if pixels > 0 else float("nan")
+        row["pooled_share"] = float(100 * mass / total) if total > 0 else float("nan")
+        row["pixel_share"] = float(100 * pixels / area) if area > 0 else float("nan")
+        row["pooled_enrichment"] = (
+            row["pooled_share"] / row["pixel_share"] if pixels > 0 and total > 0 else float("nan")
+        )
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+@dataclass
+class Profile:
+    """GradSUM results: `images` (tidy, one row per image x model x method x epoch x level x
+    category) and, on demand, `summary()` per (model, method, epoch, level, category).
+    `baseline` holds the random-model profile's images table when computed."""
+
+    images: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+    baseline: pd.DataFrame | None = None
+
+    def summary(self, *, n_boot: int = 1000, seed: int | None = None) -> pd.DataFrame:
+        return summarize(self.images, n_boot=n_boot, seed=self.settings.get("seed", 0) if seed is None else seed)
+
+    def baseline_summary(self, *, n_boot: int = 1000) -> pd.DataFrame | None:
+        """Random-model baseline per category: mean and std over the K random copies of the
+        pooled share / enrichment (each copy summarised on its own)."""
+        if self.baseline is None:
+            return None
+        per_copy = summarize(self.baseline, n_boot=1).copy()
+        keys = [k for k in ("method", "epoch", "level", "category") if k in per_copy.columns]
+        stats = per_copy.groupby(keys, sort=False, dropna=False)[
+            ["value_mean", "pooled", "pooled_share", "pooled_enrichment"]].agg(["mean", "std"])
+        stats.columns = [f"{a}_{b}" for a, b in stats.columns]
+        return stats.reset_index()
+
+    def table(self, level: str = "category", column: str = "pooled_enrichment") -> pd.DataFrame:
+        """A (model, method, epoch) x category pivot of one summary column."""
+        s = self.summary(n_boot=200)
+        s = s[s["level"] == level]
+        index = [k for k in ("model", "method", "epoch") if k in s.columns]
+        return s.pivot_table(index=index, columns="category", values=column, sort=False, dropna=False)
+
+    def concat(self, other: Profile) -> Profile:
+        import pandas as pd
+
+        base = None
+        if self.baseline is not None or other.baseline is not None:
+            base = pd.concat([b for b in (self.baseline, other.baseline) if b is not None], ignore_index=True)
+        return Profile(pd.concat([self.images, other.images], ignore_index=True), {**self.settings}, base)
+
+
+def iterate_batches(dataset: Any, batch_size: int, indices: Iterable[int] | None = None) -> Iterable[Any]:
+    """Batches of `collate`d samples (images, segmentations, ids) from an indexable dataset."""
+    from gradsum.data.samples import collate
+
+    order = list(range(len(dataset))) if indices is None else list(indices)
+    for start in range(0, len(order), batch_size):
+        yield collate([dataset[i] for i in order[start : start + batch_size]])
+
+
+def profile_maps(maps: torch.Tensor, segmentations: torch.Tensor, table: LabelTable, image_ids: Sequence[str], *,
+                 normalize: NormalizeMode = "relu-minmax", threshold: float = 0.5,
+                 context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """GradSUM rows for one batch of raw heatmaps (normalised here with `normalize`)."""
+    index = LabelIndex.of(table, maps.device)
+    sums = label_sums(normalize_maps(maps, normalize), segmentations, index, threshold=threshold,
+                      source=f"images {list(image_ids)[:3]}")
+    return profile_rows(sums, index, image_ids, context)
+
