@@ -33,6 +33,8 @@ from gradsum.semantic.verdict import Finding, shortcut_findings, shortcut_verdic
 __all__ = [
     "gradsum",
     "profile_batch",
+    "ProfileComputer",
+    "table_of",
     "Profile",
     "LabelSums",
     "LabelIndex",
@@ -104,6 +106,74 @@ def profile_batch(
     return rows
 
 
+class ProfileComputer:
+    """GradSUM rows for any subset of a dataset's items: the model and its K random copies
+    (built once), the same method, layer, target and normalisation for all of them. Used by
+    `gradsum` (all items at once) and by the sharded runner (one shard at a time)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        table: LabelTable,
+        methods: Sequence[str],
+        *,
+        layer: Any = AUTO,
+        target: Any = None,
+        normalize: NormalizeMode = "relu-minmax",
+        threshold: float = 0.5,
+        batch_size: int = 16,
+        baseline: int = 0,
+        seed: int = 0,
+        model_name: str = "model",
+        epoch: int | None = None,
+        options: dict[str, dict[str, Any]] | None = None,
+        device: torch.device | str | None = None,
+    ):
+        if baseline < 0:
+            raise ValueError(f"baseline must be the number of random copies (>= 0); got {baseline}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.table = table
+        self.methods = list(methods)
+        self.layer = _layer_spec(model, layer)
+        self.kwargs = {"target": target, "normalize": normalize, "threshold": threshold, "options": options,
+                       "device": device}
+        self.batch_size = batch_size
+        context = {"model": model_name, "epoch": epoch}
+        self.models = [(model, {**context, "copy": -1})]
+        self.models += [(randomized_copy(model, seed + k), {**context, "copy": k}) for k in range(baseline)]
+        self.settings = {"methods": self.methods, "layer": self.layer, "normalize": normalize,
+                         "threshold": threshold, "baseline": baseline, "seed": seed, "label_table": table.name,
+                         "target": str(target), "model": model_name, "epoch": epoch}
+
+    def rows(self, dataset: Any, indices: Sequence[int],
+             progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Rows of the model (copy = -1) and of each random copy (copy = 0..K-1)."""
+        rows: list[dict[str, Any]] = []
+        for net, context in self.models:
+            for batch in iterate_batches(dataset, self.batch_size, indices):
+                rows.extend(profile_batch(net, batch, self.table, self.methods, layer=self.layer, context=context,
+                                          **self.kwargs))
+                if progress is not None:
+                    progress(len(batch))
+        return rows
+
+    def profile(self, frame: Any) -> Profile:
+        """Split a rows table into the model's images table and the baseline's."""
+        own = frame[frame["copy"] < 0].drop(columns="copy").reset_index(drop=True)
+        base = frame[frame["copy"] >= 0].reset_index(drop=True)
+        return Profile(own, dict(self.settings), base if len(base) else None)
+
+
+def table_of(dataset: Any, label_table: LabelTable | None) -> LabelTable:
+    table = label_table or getattr(dataset, "label_table", None)
+    if table is None:
+        raise ValueError(
+            f"{type(dataset).__name__} has no label_table; pass label_table= (e.g. gs.semantic.CITYSCAPES)"
+        )
+    return table
+
+
 def gradsum(
     model: nn.Module,
     dataset: Any,
@@ -128,40 +198,29 @@ def gradsum(
 
     method: one name or several (CAM-family methods share one pass). normalize: how each raw
     heatmap is brought to [0,1] first (default min-max of ReLU(M), as in GradSUM).
-    threshold: t of the threshold mode. baseline: K randomly initialised copies of the
-    architecture profiled the same way (seeds seed..seed+K-1), stored in `Profile.baseline`.
-    label_table: defaults to `dataset.label_table`. Returns a Profile whose `images` table has
-    one row per image x method x level (label, category) x category.
+    threshold: t of the threshold mode. target: None (predicted class / output 0), "label"
+    (each image's own label), a class index or a Target. baseline: K randomly initialised
+    copies of the architecture profiled the same way (seeds seed..seed+K-1), stored in
+    `Profile.baseline`. label_table: defaults to `dataset.label_table`. Returns a Profile whose
+    `images` table has one row per image x method x level (label, category) x category.
+    For large datasets use `gradsum.run.profile_job`, which shards and resumes.
     """
     import pandas as pd
 
-    table = label_table or getattr(dataset, "label_table", None)
-    if table is None:
-        raise ValueError(
-            f"{type(dataset).__name__} has no label_table; pass label_table= (e.g. gs.semantic.CITYSCAPES)"
-        )
-    if baseline < 0:
-        raise ValueError(f"baseline must be the number of random copies (>= 0); got {baseline}")
+    table = table_of(dataset, label_table)
     methods = [method] if isinstance(method, str) else list(method)
-    layer = _layer_spec(model, layer)
     order = list(range(len(dataset))) if indices is None else list(indices)
     if not order:
         raise ValueError("the dataset is empty: nothing to profile")
-    models = [(model, {"model": model_name, "epoch": epoch}, False)]
-    models += [(randomized_copy(model, seed + k), {"model": model_name, "epoch": epoch, "copy": k}, True)
-               for k in range(baseline)]
-    total = len(order) * len(models)
-    done = 0
-    rows: list[dict[str, Any]] = []
-    base_rows: list[dict[str, Any]] = []
-    for net, context, is_copy in models:
-        for batch in iterate_batches(dataset, batch_size, order):
-            out = base_rows if is_copy else rows
-            out.extend(profile_batch(net, batch, table, methods, layer=layer, target=target, normalize=normalize,
-                                     threshold=threshold, options=options, context=context, device=device))
-            done += len(batch)
-            if progress is not None:
-                progress(done, total)
-    settings = {"methods": methods, "layer": layer, "normalize": normalize, "threshold": threshold,
-                "baseline": baseline, "seed": seed, "label_table": table.name, "target": str(target)}
-    return Profile(pd.DataFrame(rows), settings, pd.DataFrame(base_rows) if base_rows else None)
+    computer = ProfileComputer(model, table, methods, layer=layer, target=target, normalize=normalize,
+                               threshold=threshold, batch_size=batch_size, baseline=baseline, seed=seed,
+                               model_name=model_name, epoch=epoch, options=options, device=device)
+    total = len(order) * len(computer.models)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    return computer.profile(pd.DataFrame(computer.rows(dataset, order, tick)))

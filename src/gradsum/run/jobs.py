@@ -1,0 +1,80 @@
+"""Dataset jobs built on the sharded runner: GradSUM profiles (more kinds join as they land)."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradsum.core.layers import AUTO
+from gradsum.run.runner import Engine, Job, run_sharded, write_table
+from gradsum.semantic import Profile, ProfileComputer, table_of
+
+__all__ = ["profile_job", "load_profile"]
+
+
+def profile_job(
+    model: nn.Module,
+    dataset: Any,
+    out: str | Path,
+    *,
+    methods: Sequence[str] = ("gradcam",),
+    layer: Any = AUTO,
+    target: Any = None,
+    baseline: int = 0,
+    seed: int = 0,
+    batch_size: int = 16,
+    shard_size: int = 64,
+    normalize: str = "relu-minmax",
+    threshold: float = 0.5,
+    model_name: str = "model",
+    epoch: int | None = None,
+    label_table: Any = None,
+    config: dict[str, Any] | None = None,
+    engine: Engine | None = None,
+    overwrite: bool = False,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Profile:
+    """GradSUM over `dataset` in resumable shards, written to `out`:
+    manifest.json, shards/profile_*.parquet, profile.parquet (all rows, model and random
+    copies), profile_images.parquet, profile_summary.parquet and, with a baseline,
+    baseline_summary.parquet. `config` identifies the job for resuming (the CLI passes the
+    specs it was given); the settings below are added to it."""
+    table = table_of(dataset, label_table)
+    computer = ProfileComputer(model, table, list(methods), layer=layer, target=target, normalize=normalize,  # type: ignore[arg-type]
+                               threshold=threshold, batch_size=batch_size, baseline=baseline, seed=seed,
+                               model_name=model_name, epoch=epoch, device=device)
+    job = Job("profile", {**(config or {}), **computer.settings}, len(dataset), shard_size)
+
+    def compute(items: range) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(computer.rows(dataset, list(items)))
+
+    frame = run_sharded(out, job, compute, engine=engine, overwrite=overwrite, progress=progress)
+    profile = computer.profile(frame)
+    out = Path(out)
+    write_table(out / "profile_images.parquet", profile.images)
+    write_table(out / "profile_summary.parquet", profile.summary())
+    base = profile.baseline_summary()
+    if base is not None:
+        write_table(out / "baseline_summary.parquet", base)
+    return profile
+
+
+def load_profile(out: str | Path) -> Profile:
+    """Read a finished profile run folder back into a Profile."""
+    import json
+
+    from gradsum.run.runner import read_table
+
+    out = Path(out)
+    frame = read_table(out / "profile.parquet")
+    manifest = json.loads((out / "manifest.json").read_text())
+    settings = manifest["jobs"]["profile"]["config"]
+    own = frame[frame["copy"] < 0].drop(columns="copy").reset_index(drop=True)
+    base = frame[frame["copy"] >= 0].reset_index(drop=True)
+    return Profile(own, settings, base if len(base) else None)

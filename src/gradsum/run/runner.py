@@ -1,0 +1,186 @@
+"""Dataset jobs in shards, resumable.
+
+A job splits its items (images) into shards of `shard_size`. Each finished shard is written
+atomically to `<out>/shards/<kind>_<k>.parquet`; a re-run of the same job (same config in
+`manifest.json`) skips the shards already on disk, so a run interrupted at any point — even
+by SIGKILL — resumes from the last finished shard and ends with the same tables as an
+uninterrupted run (results depend only on the item, never on the shard it ran in).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import platform
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from gradsum.run.store import write_bytes, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Job", "Engine", "LocalEngine", "run_sharded", "read_table", "write_table", "manifest_for",
+           "RunFolderError"]
+
+T = TypeVar("T")
+
+
+class RunFolderError(ValueError):
+    """The output folder holds a different job."""
+
+
+class Engine(Protocol):
+    """Runs shard tasks and yields (shard index, result) as they finish. The local engine runs
+    them in this process; a distributed engine can run them elsewhere as long as each task is
+    self-contained."""
+
+    name: str
+
+    def map(self, task: Callable[[int], T], shards: Sequence[int]) -> Iterator[tuple[int, T]]: ...
+
+
+class LocalEngine:
+    """In-process, one shard after the other."""
+
+    name = "local"
+
+    def map(self, task: Callable[[int], T], shards: Sequence[int]) -> Iterator[tuple[int, T]]:
+        for k in shards:
+            yield k, task(k)
+
+
+@dataclass(frozen=True)
+class Job:
+    """kind: table name ("profile", "explain", "evaluate"); config: JSON-able description that
+    identifies the job (specs, methods, seeds...); n_items, shard_size: the sharding."""
+
+    kind: str
+    config: dict[str, Any]
+    n_items: int
+    shard_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1:
+            raise ValueError(f"a {self.kind} job needs at least one item; got {self.n_items}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1; got {self.shard_size}")
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_items // self.shard_size)
+
+    def items(self, shard: int) -> range:
+        return range(shard * self.shard_size, min(self.n_items, (shard + 1) * self.shard_size))
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.kind, "config": self.config, "n_items": self.n_items, "shard_size": self.shard_size}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return (out.stdout.strip() or None) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    import gradsum
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+                "gradsum": gradsum.__version__}
+    for name in ("torchvision", "pandas", "pyarrow"):
+        versions[name] = __import__(name).__version__  # all are dependencies
+    return versions
+
+
+def manifest_for(job: Job) -> dict[str, Any]:
+    return {
+        **job.identity(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "platform": platform.platform(),
+    }
+
+
+def write_table(path: str | Path, frame: pd.DataFrame) -> Path:
+    """Parquet, written atomically."""
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return write_bytes(path, buf.getvalue())
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def _check_manifest(out: Path, job: Job, overwrite: bool) -> None:
+    path = out / "manifest.json"
+    manifests = {}
+    if path.is_file():
+        try:
+            manifests = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            manifests = {}
+    existing = manifests.get("jobs", {}).get(job.kind)
+    if existing is not None:
+        same = json.loads(json.dumps(job.identity(), default=str)) == {k: existing.get(k) for k in job.identity()}
+        if not same and not overwrite:
+            raise RunFolderError(
+                f"run folder {out} already holds a different {job.kind} job (other settings); "
+                "choose a new --out folder or pass --overwrite"
+            )
+        if not same:
+            for old in (out / "shards").glob(f"{job.kind}_*.parquet"):
+                old.unlink()
+            existing = None
+    if existing is None:
+        manifests.setdefault("jobs", {})[job.kind] = manifest_for(job)
+        write_json(path, manifests)
+
+
+def run_sharded(
+    out: str | Path,
+    job: Job,
+    compute: Callable[[range], pd.DataFrame],
+    *,
+    engine: Engine | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Run `compute(items)` for every shard not yet on disk, then merge all shards (in shard
+    order) into `<out>/<kind>.parquet` and return it."""
+    import pandas as pd
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out, job, overwrite)
+    shard_dir = out / "shards"
+
+    def shard_path(k: int) -> Path:
+        return shard_dir / f"{job.kind}_{k:05d}.parquet"
+
+    todo = [k for k in range(job.n_shards) if not shard_path(k).is_file()]
+    done_items = sum(len(job.items(k)) for k in range(job.n_shards) if k not in todo)
+    if progress is not None:
+        progress(done_items, job.n_items)
+    engine = engine or LocalEngine()
+    for k, frame in engine.map(lambda k: compute(job.items(k)), todo):
+        write_table(shard_path(k), frame)
+        done_items += len(job.items(k))
+        if progress is not None:
+            progress(done_items, job.n_items)
+    merged = pd.concat([read_table(shard_path(k)) for k in range(job.n_shards)], ignore_index=True)
+    write_table(out / f"{job.kind}.parquet", merged)
+    return merged
