@@ -1,0 +1,205 @@
+"""Transforms on `Sample`: they move the image, its segmentation (nearest neighbour, never
+interpolated) and its boxes together, and return a new Sample (the input is not modified).
+
+Box convention: x1,y1,x2,y2 are pixel edges (a box covering columns 3..5 has x1=3, x2=6).
+Random transforms draw from their own `torch.Generator(seed)`: the same seed and the same
+sequence of calls give the same results.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .samples import Sample
+
+__all__ = [
+    "Compose", "Resize", "CenterCrop", "RandomCrop", "HorizontalFlip", "RandomHorizontalFlip",
+    "Brightness",
+]  # fmt: skip
+
+
+def _size(size: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (
+        not isinstance(size, Sequence)
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise ValueError(f"{name} size must be a positive int or (H, W) ints, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _replace(s: Sample, **kw: Any) -> Sample:
+    return dataclasses.replace(s, meta=dict(s.meta), **kw)
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[Sample], Sample]]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, s: Sample) -> Sample:
+        for t in self.transforms:
+            s = t(s)
+        return s
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+class Resize:
+    """Resize to (H, W): image bilinear with antialiasing, segmentation nearest (pixel centres,
+    'nearest-exact'), boxes scaled by (W'/W, H'/H)."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size = _size(size, "Resize")
+
+    def __repr__(self) -> str:
+        return f"Resize({self.size})"
+
+    def __call__(self, s: Sample) -> Sample:
+        H, W = s.image.shape[-2:]
+        h, w = self.size
+        if (h, w) == (H, W):
+            return s
+        img = F.interpolate(s.image[None], size=(h, w), mode="bilinear", align_corners=False,
+                            antialias=True)[0].clamp_(0.0, 1.0)  # fmt: skip
+        seg = s.segmentation
+        if seg is not None:
+            seg = F.interpolate(seg[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0]
+            seg = seg.to(s.segmentation.dtype)  # type: ignore[union-attr]
+        boxes = s.boxes
+        if boxes is not None:
+            scale = torch.tensor([w / W, h / H, w / W, h / H], dtype=boxes.dtype, device=boxes.device)
+            boxes = boxes * scale
+        return _replace(s, image=img, segmentation=seg, boxes=boxes)
+
+
+def _crop(s: Sample, top: int, left: int, h: int, w: int) -> Sample:
+    img = s.image[..., top : top + h, left : left + w]
+    seg = s.segmentation[top : top + h, left : left + w] if s.segmentation is not None else None
+    boxes, labels = s.boxes, s.box_labels
+    if boxes is not None:
+        shift = torch.tensor([left, top, left, top], dtype=boxes.dtype, device=boxes.device)
+        b = boxes - shift
+        b[:, 0::2] = b[:, 0::2].clamp(0, w)
+        b[:, 1::2] = b[:, 1::2].clamp(0, h)
+        keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])  # boxes cropped away entirely go
+        boxes = b[keep]
+        labels = labels[keep] if labels is not None else None
+    return _replace(s, image=img, segmentation=seg, boxes=boxes, box_labels=labels)
+
+
+def _check_fits(s: Sample, h: int, w: int, name: str) -> tuple[int, int]:
+    H, W = s.image.shape[-2:]
+    if h > H or w > W:
+        raise ValueError(f"{name} size {(h, w)} is larger than image {s.id!r} of size {(H, W)}; "
+                         "resize first")  # fmt: skip
+    return H, W
+
+
+class CenterCrop:
+    """Crop the central (H, W) window (boxes shifted and clipped; boxes left empty dropped)."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size = _size(size, "CenterCrop")
+
+    def __repr__(self) -> str:
+        return f"CenterCrop({self.size})"
+
+    def __call__(self, s: Sample) -> Sample:
+        h, w = self.size
+        H, W = _check_fits(s, h, w, "CenterCrop")
+        return _crop(s, (H - h) // 2, (W - w) // 2, h, w)
+
+
+class RandomCrop:
+    """Crop an (H, W) window at a position drawn from torch.Generator(seed)."""
+
+    def __init__(self, size: int | Sequence[int], seed: int = 0) -> None:
+        self.size = _size(size, "RandomCrop")
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.size}, seed={self.seed})"
+
+    def __call__(self, s: Sample) -> Sample:
+        h, w = self.size
+        H, W = _check_fits(s, h, w, "RandomCrop")
+        top = int(torch.randint(0, H - h + 1, (1,), generator=self.generator))
+        left = int(torch.randint(0, W - w + 1, (1,), generator=self.generator))
+        return _crop(s, top, left, h, w)
+
+
+_MIRRORED_META = ("steering", "curvature", "lateral")
+
+
+class HorizontalFlip:
+    """Mirror left-right with probability p (p=1: always): image, segmentation, boxes
+    (x1' = W - x2, x2' = W - x1) and, for steering samples, the target's sign.
+
+    negate_target: None = negate when sample.meta["task"] == "steering" (RoadScenes,
+    DrivingLog, Cityscapes with task="steering"); True/False to force. The signed scene
+    parameters in meta ("steering", "curvature", "lateral") are always negated, since they
+    describe the image, and meta["flipped"] is toggled.
+    """
+
+    def __init__(self, p: float = 1.0, seed: int = 0, negate_target: bool | None = None) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"HorizontalFlip p must be in [0, 1], got {p!r}")
+        self.p, self.seed, self.negate_target = p, seed, negate_target
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __repr__(self) -> str:
+        return f"HorizontalFlip(p={self.p}, seed={self.seed})"
+
+    def __call__(self, s: Sample) -> Sample:
+        if self.p < 1.0 and float(torch.rand((), generator=self.generator)) >= self.p:
+            return s
+        W = s.image.shape[-1]
+        img = s.image.flip(-1)
+        seg = s.segmentation.flip(-1) if s.segmentation is not None else None
+        boxes = s.boxes
+        if boxes is not None:
+            boxes = torch.stack([W - boxes[:, 2], boxes[:, 1], W - boxes[:, 0], boxes[:, 3]], dim=1)
+        out = _replace(s, image=img, segmentation=seg, boxes=boxes)
+        negate = self.negate_target
+        if negate is None:
+            negate = s.meta.get("task") == "steering"
+        if negate and s.target is not None:
+            out.target = -s.target
+        for key in _MIRRORED_META:  # left-right signed scene parameters follow the image
+            if isinstance(out.meta.get(key), int | float) and not isinstance(out.meta[key], bool):
+                out.meta[key] = -out.meta[key]
+        out.meta["flipped"] = not s.meta.get("flipped", False)
+        return out
+
+
+def RandomHorizontalFlip(p: float = 0.5, seed: int = 0) -> HorizontalFlip:  # noqa: N802
+    """HorizontalFlip with probability p (default 0.5)."""
+    return HorizontalFlip(p=p, seed=seed)
+
+
+class Brightness:
+    """Multiply the image by a factor drawn uniformly from [1 - delta, 1 + delta], clamp to
+    [0, 1] (labels unchanged)."""
+
+    def __init__(self, delta: float = 0.2, seed: int = 0) -> None:
+        if not 0.0 <= delta < 1.0:
+            raise ValueError(f"Brightness delta must be in [0, 1), got {delta!r}")
+        self.delta, self.seed = delta, seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __repr__(self) -> str:
+        return f"Brightness(delta={self.delta}, seed={self.seed})"
+
+    def __call__(self, s: Sample) -> Sample:
+        f = 1.0 + (float(torch.rand((), generator=self.generator)) * 2.0 - 1.0) * self.delta
+        return _replace(s, image=(s.image * f).clamp_(0.0, 1.0))
