@@ -1,0 +1,37 @@
+"""What layers respond to: filter grids, feature maps, activation maximisation and
+maximally activating dataset patches."""
+from gradsum.features.activation_max import PRESETS, MaxResult, maximize
+from gradsum.features.filters import FeatureMaps, FilterGrid, feature_maps, filter_grid
+from gradsum.features.objectives import (
+    OUTPUT,
+    Objective,
+    channel,
+    class_logit,
+    dense_unit,
+    direction,
+    neuron,
+)
+from gradsum.features.patches import ReceptiveField, TopPatches, receptive_field, top_patches
+from gradsum.features.transforms import Transforms
+
+__all__ = [
+    "OUTPUT",
+    "PRESETS",
+    "FeatureMaps",
+    "FilterGrid",
+    "MaxResult",
+    "Objective",
+    "ReceptiveField",
+    "TopPatches",
+    "Transforms",
+    "channel",
+    "class_logit",
+    "dense_unit",
+    "direction",
+    "feature_maps",
+    "filter_grid",
+    "maximize",
+    "neuron",
+    "receptive_field",
+    "top_patches",
+]

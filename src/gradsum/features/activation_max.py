@@ -1,0 +1,224 @@
+"""Activation maximisation: gradient ascent on the input image of a frozen model.
+
+x* = argmax_x objective(model, T(x)) - l2 * mean((x - 0.5)^2) - tv * TV(x), with T a random
+transform drawn at every step (see transforms.py) and x given by a parameterisation
+(params.py). Erhan et al. 2009, "Visualizing Higher-Layer Features of a Deep Network";
+Olah et al. 2017, "Feature Visualization" (Distill). Every image of the batch has its own
+objective (one channel each), so N channels optimise as ONE batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from gradsum.core.layers import resolve_layer
+from gradsum.core.probe import Probe, preserved_state
+from gradsum.features._plot import tile_figure
+from gradsum.features._relu import redirected_relus
+from gradsum.features.objectives import OUTPUT, LayerActivations, Objective
+from gradsum.features.params import make_param
+from gradsum.features.transforms import STANDARD, Transforms
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["PRESETS", "MaxResult", "maximize"]
+
+# keras: the Keras example "Visualizing what convnets learn": pixels, gradient ascent
+#   x += 10 * g / ||g||_2 (per image), 30 iterations, loss on the activation map without a 2-position border,
+#   pixels unbounded during the ascent (shown standardised, as the example's deprocess does).
+# lucent: FFT + decorrelated colour parameterisation, Adam lr 0.05, 512 steps.
+PRESETS: dict[str, dict[str, Any]] = {
+    "keras": {"param": "pixel", "optimizer": "normalized", "lr": 10.0, "steps": 30, "border": 2,
+              "clamp": False},
+    "lucent": {"param": "fft", "optimizer": "adam", "lr": 0.05, "steps": 512, "border": 0},
+}
+
+
+@dataclass
+class MaxResult:
+    """images (B,C,H,W) as optimised (in [0,1] unless clamp=False); values (B,) the objective on the final, untransformed
+    images; history (steps,B) the objective (on transformed images) at each step."""
+
+    images: torch.Tensor
+    values: torch.Tensor
+    history: torch.Tensor = field(repr=False)
+    labels: list[str]
+    objective: str
+    settings: dict[str, Any]
+
+    def display(self) -> torch.Tensor:
+        """Images for showing: as they are when inside [0,1], else standardised per image
+        to 0.5 +- 0.15 standard deviations and clipped (the Keras example's deprocess)."""
+        x = self.images
+        if bool(((x >= 0) & (x <= 1)).all()):
+            return x
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        return ((x - mean) / (std + 1e-5) * 0.15 + 0.5).clamp(0, 1)
+
+    def figure(self, ncols: int | None = None) -> Figure:
+        titles = [f"{lab}\n{v:.3g}" for lab, v in zip(self.labels, self.values.tolist(), strict=True)]
+        s = self.settings
+        return tile_figure(self.display(), titles=titles, ncols=ncols,
+                           title=f"activation maximisation: {s['preset'] or s['param']}, {s['steps']} steps, seed {s['seed']}")
+
+
+def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    if (not isinstance(image_size, tuple | list) or len(image_size) != 2
+            or not all(isinstance(v, int) and v >= 4 for v in image_size)):
+        raise ValueError(f"image_size must be an int or (H, W) of ints >= 4, got {image_size!r}")
+    return int(image_size[0]), int(image_size[1])
+
+
+def _crop_border(a: torch.Tensor, border: int) -> torch.Tensor:
+    if border <= 0 or a.ndim != 4:
+        return a
+    b = min(border, (min(a.shape[-2:]) - 1) // 2)
+    return a[..., b:a.shape[-2] - b, b:a.shape[-1] - b] if b > 0 else a
+
+
+def maximize(
+    model: nn.Module,
+    objective: Objective,
+    *,
+    image_size: int | tuple[int, int],
+    batch: int | None = None,
+    preset: str | None = "lucent",
+    param: str | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    transforms: bool | Transforms = True,
+    l2: float = 0.0,
+    tv: float = 0.0,
+    blur_every: int = 0,
+    blur_sigma: float = 0.5,
+    border: int | None = None,
+    clamp: bool | None = None,
+    channels: int = 3,
+    init: torch.Tensor | None = None,
+    redirect_relu: int = 16,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> MaxResult:
+    """Optimise images that maximise `objective` (see objectives.py).
+
+    preset: "lucent" (fft, Adam lr 0.05, 512 steps) or "keras" (pixel, normalised
+    gradient ascent x += lr * g/||g||_2 with lr 10, 30 steps, border 2, unbounded
+    pixels), or None; explicit arguments override it.
+    transforms: True = the standard pad/jitter/scale/rotate/jitter scaled to the image
+    size, False = none, or a `Transforms`. redirect_relu: number of warm-up steps in which
+    nn.ReLU modules pass gradients that would revive a dead unit (0 = never). l2, tv: weights of the L2-decay and
+    total-variation penalties; clamp: keep pixel-parameterised images in [0,1] (the
+    keras preset leaves them unbounded, as the Keras example does); blur_every: blur the (pixel) image every k steps.
+    The model runs in eval mode with frozen parameters; its state is restored afterwards.
+    """
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a gradsum.features Objective (channel(...), neuron(...)), got {type(objective).__name__}")
+    settings: dict[str, Any] = dict(PRESETS.get(preset or "", {}))
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)} or None")
+    for key, value in {"param": param, "steps": steps, "lr": lr, "optimizer": optimizer, "border": border,
+                       "clamp": clamp}.items():
+        if value is not None:
+            settings[key] = value
+    settings.setdefault("param", "pixel")
+    settings.setdefault("optimizer", "adam")
+    settings.setdefault("lr", 0.05)
+    settings.setdefault("steps", 256)
+    settings.setdefault("border", 0)
+    settings.setdefault("clamp", True)
+    n_steps = settings["steps"]
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"steps must be a positive int, got {n_steps!r}")
+    if settings["optimizer"] not in ("adam", "normalized"):
+        raise ValueError(f"optimizer must be 'adam' or 'normalized', got {settings['optimizer']!r}")
+    if l2 < 0 or tv < 0:
+        raise ValueError(f"l2 and tv penalties must be >= 0, got l2={l2}, tv={tv}")
+    h, w = _size(image_size)
+    if objective.batch is not None and batch is not None and batch != objective.batch:
+        raise ValueError(f"batch={batch} but the objective defines {objective.batch} images")
+    n = objective.batch or batch or 1
+
+    layers = [resolve_layer(model, layer) for layer in objective.layers if not (isinstance(layer, str) and layer == OUTPUT)]
+    unique = list({name: (name, module) for name, module in layers}.values())
+    modules = {id(module): name for name, module in unique}
+    tf: Transforms | None
+    if transforms is True:
+        tf = STANDARD.scaled_for(min(h, w))
+    elif transforms is False or transforms is None:
+        tf = None
+    elif isinstance(transforms, Transforms):
+        tf = transforms
+    else:
+        raise TypeError(f"transforms must be True, False or a Transforms, got {type(transforms).__name__}")
+
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    p = make_param(settings["param"], (n, channels, h, w), generator=gen, device=device, init=init,
+                   clamp=bool(settings["clamp"]))
+    params = p.parameters()
+    opt = torch.optim.Adam(params, lr=settings["lr"]) if settings["optimizer"] == "adam" else None
+    history = torch.empty(n_steps, n, device=device)
+    bord = int(settings["border"])
+
+    active = [redirect_relu > 0]
+    with preserved_state(model), redirected_relus(model, active), Probe(model, unique) as probe:
+
+        def evaluate(x: torch.Tensor) -> torch.Tensor:
+            probe.reset()
+            out = model(x)
+            acts = {name: _crop_border(probe.activation(name), bord) for name, _ in unique}
+            acts[OUTPUT] = out
+            score = objective(LayerActivations(acts, modules))
+            if score.shape != (x.shape[0],):
+                raise ValueError(f"objective {objective.description!r} returned shape {tuple(score.shape)}, expected ({x.shape[0]},)")
+            return score
+
+        for step in range(n_steps):
+            active[0] = step < redirect_relu
+            img = p.image()
+            x = tf(img, gen) if tf is not None else img
+            score = evaluate(x)
+            total = score
+            if l2:
+                total = total - l2 * (img - 0.5).pow(2).mean(dim=(1, 2, 3))
+            if tv:
+                total = total - tv * ((img[..., 1:, :] - img[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+                                      + (img[..., :, 1:] - img[..., :, :-1]).abs().mean(dim=(1, 2, 3)))
+            grads = torch.autograd.grad(total.sum(), params)
+            if opt is not None:
+                for t, g in zip(params, grads, strict=True):
+                    t.grad = -g
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            else:
+                with torch.no_grad():
+                    for t, g in zip(params, grads, strict=True):
+                        norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.ndim - 1)))
+                        t.add_(settings["lr"] * g / (norm + 1e-12))
+            p.project()
+            if blur_every and (step + 1) % blur_every == 0 and step + 1 < n_steps:
+                p.blur(blur_sigma)
+            history[step] = score.detach()
+            if progress is not None:
+                progress(step + 1, n_steps)
+        active[0] = False
+        with torch.no_grad():
+            images = p.image().detach()
+            values = evaluate(images).detach()
+
+    labels = objective.labels if objective.labels and len(objective.labels) == n else [objective.description] * n
+    settings.update(preset=preset, seed=seed, redirect_relu=redirect_relu, image_size=(h, w), l2=l2, tv=tv, blur_every=blur_every,
+                    transforms=tf is not None)
+    return MaxResult(images, values, history, list(labels), objective.description, settings)
