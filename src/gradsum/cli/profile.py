@@ -1,0 +1,141 @@
+"""`gradsum profile` (GradSUM over a dataset, resumable) and `gradsum report` (re-render)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from gradsum.cli._common import UserError, split_list, user_errors
+
+PROFILE_HELP = """GradSUM: the share of each heatmap on each semantic category, over a dataset, with a
+random-model baseline. Resumable: re-run the same command after an interruption.
+
+Examples:
+
+  gradsum profile --model potholenet --weights runs/pothole/checkpoints/epoch_006.pt --data roads:300:task=pothole --method gradcam,layercam --baseline 10 --out runs/profile
+
+  gradsum profile --model pilotnet --weights pilotnet.pt --data cityscapes:data/cs:split=val --method gradcam --out runs/cs
+"""
+
+
+def progress_bar(description: str):  # type: ignore[no-untyped-def]
+    """A rich progress bar usable as progress(done, total) callback; use as a context manager."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   transient=False)
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+def write_profile_report(out: Path, profile: Any, table: Any, *, title: str, spec: Any = None,
+                         section_prefix: str = "") -> Any:
+    """Figures (profile bars per model x method, with the baseline) and report sections for
+    a Profile; returns the ReportSpec (new or the one given)."""
+    from gradsum.report import ReportSpec
+    from gradsum.report.plots import profile_bars
+    from gradsum.run.runner import write_table
+    from gradsum.run.store import save_figure
+    from gradsum.semantic import shortcut_findings, shortcut_verdict
+
+    spec = spec or ReportSpec(title, "GradSUM semantic profile")
+    summary = profile.summary()
+    base = profile.baseline_summary()
+    write_table(out / f"{section_prefix}profile_summary.parquet", summary)
+    spec.section(f"{section_prefix}gradsum", "GradSUM profile", [
+        "Share of each heatmap (min-max normalised ReLU map) on each semantic category, pooled over the images, "
+        "with 95% bootstrap intervals of the per-image mean; black diamonds: the same method on randomly "
+        "initialised copies of the architecture (mean ± std). Enrichment = share of the heatmap / share of the "
+        "pixels: above 1 the model attends a category more often than it occurs.",
+    ])
+    latest = summary
+    if "epoch" in summary.columns and summary["epoch"].notna().any():
+        latest = summary[summary["epoch"] == summary["epoch"].max()]
+    for (model, method), sub in latest.groupby(["model", "method"], sort=False):
+        base_m = None if base is None else base[base["method"] == method]
+        for column in ("pooled_share", "pooled_enrichment"):
+            name = f"figures/{section_prefix}profile_{_slug(model)}_{_slug(method)}_{column}.png"
+            save_figure(out / name, profile_bars(sub, table, baseline=base_m, column=column,
+                                                 title=f"{model} — {method}", min_pixel_share=0.5))
+            spec.figure(name, f"{model}, {method}: {column.replace('_', ' ')} per category")
+    spec.table(f"{section_prefix}profile_summary.parquet", "Summary per category (category level)",
+               columns=["model", "method", "epoch", "category", "images", "pixel_share", "pooled_share",
+                        "pooled_enrichment", "value_mean", "value_mean_lo", "value_mean_hi", "pooled"],
+               max_rows=80, query="level == 'category' and images > 0")
+    if base is not None:
+        findings = shortcut_findings(profile)
+        spec.verdict(shortcut_verdict(profile), ok=not findings)
+    return spec
+
+
+def _slug(text: Any) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-+" else "_" for ch in str(text))
+
+
+def profile_command(
+    model: str = typer.Option(..., "--model", "-m", help="pilotnet | potholenet | digitsnet | torchvision:NAME | file.py:factory"),
+    data: str = typer.Option(..., "--data", "-d", help="roads:N | cityscapes:DIR | voc:DIR | driving:CSV (with segmentations)"),
+    weights: Path = typer.Option(None, "--weights", "-w", help="Local weights file."),
+    method: str = typer.Option("gradcam", "--method", help="Comma-separated method names."),
+    layer: str = typer.Option("auto", "--layer", help="Layer for CAM methods ('auto' = the model's default)."),
+    target: str = typer.Option(None, "--target", help="Class index, 'label' (each image's label) or empty for the prediction."),
+    baseline: int = typer.Option(10, "--baseline", help="Random-model copies for the baseline (0 = none)."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    shard_size: int = typer.Option(64, "--shard-size", help="Images per resumable shard."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("runs/profile"), "--out", "-o"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different job already in --out."),
+) -> None:
+    import gradsum as gs
+    from gradsum.report import render_report
+    from gradsum.run import profile_job
+
+    methods = split_list(method)
+    for name in methods:
+        gs.method_info(name)
+    dataset = gs.data.load_dataset(data)
+    if getattr(dataset, "label_table", None) is None:
+        raise UserError(f"data {data!r} has no segmentation label table; GradSUM needs segmented images")
+    net = gs.models.build(model, weights=str(weights) if weights else None)
+    layer_spec: Any = split_list(layer)
+    if layer_spec == ["auto"]:
+        layer_spec = gs.models.default_layer_for(net) or "auto"
+    elif len(layer_spec) == 1:
+        layer_spec = layer_spec[0]
+    target_spec: Any = None
+    if target:
+        target_spec = "label" if target == "label" else _int(target)
+    config = {"model": model, "weights": str(weights) if weights else None, "data": data}
+    bar, update = progress_bar("profiling")
+    with bar:
+        profile = profile_job(net, dataset, out, methods=methods, layer=layer_spec, target=target_spec,
+                              baseline=baseline, seed=seed, batch_size=batch_size, shard_size=shard_size,
+                              model_name=model, config=config, overwrite=overwrite, progress=update)
+    spec = write_profile_report(out, profile, dataset.label_table, title=f"GradSUM profile of {model} on {data}")
+    spec.save(out)
+    report = render_report(out)
+    typer.echo(f"profile tables in {out}; report: {report}")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--target must be a class index or 'label'; got {text!r}") from None
+
+
+def report_command(run_dir: Path = typer.Argument(..., help="A run folder written by gradsum (holds report.json).")) -> None:
+    from gradsum.report import render_report
+
+    typer.echo(f"report: {render_report(run_dir)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile", help=PROFILE_HELP)(user_errors(profile_command))
+    app.command("report", help="Re-render a run folder's report.html from its tables and figures.\n\n"
+                               "Example: gradsum report runs/demo")(user_errors(report_command))

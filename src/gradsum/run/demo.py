@@ -1,0 +1,240 @@
+"""`gradsum demo`: the embedded main job, end to end, on generated road scenes.
+
+1. data: synthetic road scenes (segmentation, steering, pothole labels);
+2. training: a PilotNet steering model (a checkpoint per epoch), a pothole classifier, and
+   the same classifier on data with a KNOWN shortcut (vegetation tells the label);
+3. heatmaps: held-out scenes explained with several methods;
+4. GradSUM: profiles per model, per method and per training epoch against random models;
+5. the shortcut verdict, in words;
+6. one HTML report.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["DemoConfig", "run_demo"]
+
+CAM_METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "eigencam"]
+GRADIENT_METHODS = ["saliency", "guided-backprop", "integrated-gradients"]
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the demo; `quick()` is the 2-minute version."""
+
+    size: tuple[int, int] = (66, 200)
+    steer_train: int = 1600
+    steer_epochs: int = 6
+    pothole_train: int = 1200
+    pothole_epochs: int = 6
+    test: int = 160
+    baseline: int = 10
+    gallery: int = 6
+    seed: int = 0
+    method_options: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"integrated-gradients": {"steps": 16}})
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        return cls(steer_train=500, steer_epochs=3, pothole_train=500, pothole_epochs=4, test=64, baseline=3,
+                   gallery=4)
+
+
+class _Log:
+    def __init__(self, echo: Callable[[str], None]):
+        self.echo = echo
+        self.start = time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        self.echo(f"[{time.perf_counter() - self.start:6.1f}s] {text}")
+
+
+def _train(name: str, model: torch.nn.Module, train: Any, val: Any, task: str, epochs: int, out: Path, seed: int,
+           lr: float) -> Any:
+    import gradsum as gs
+
+    return gs.train.fit(model, train, val, task=task, epochs=epochs, batch_size=32, lr=lr, seed=seed,
+                        out=out / "models" / name, progress=True)
+
+
+def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[str], None] = print) -> Path:
+    """Run the demo into `out` and return the path of report.html."""
+    import gradsum as gs
+    from gradsum.cli.profile import write_profile_report
+    from gradsum.report import ReportSpec, render_report
+    from gradsum.report.plots import comparison_bars, epoch_lines, image_panel, scene_grid
+    from gradsum.run.runner import write_table
+    from gradsum.run.store import save_figure, write_json
+
+    cfg = config or DemoConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Log(echo)
+    write_json(out / "demo_config.json", asdict(cfg))
+    spec = ReportSpec("gradsum demo: what do road models look at?",
+                      f"synthetic road scenes {cfg.size[0]}x{cfg.size[1]}, seed {cfg.seed}, "
+                      f"{'quick' if cfg.steer_train < 1000 else 'full'} run")
+    table = gs.data.ROADS if hasattr(gs.data, "ROADS") else gs.semantic.ROADS
+    size = cfg.size
+
+    # 1. data ---------------------------------------------------------------------------------
+    log("generating road scenes")
+    steer_train = gs.data.RoadScenes(cfg.steer_train, size=size, seed=cfg.seed, task="steering")
+    steer_test = gs.data.RoadScenes(cfg.test, size=size, seed=cfg.seed + 1000, task="steering")
+    clean_train = gs.data.RoadScenes(cfg.pothole_train, size=size, seed=cfg.seed + 1, task="pothole")
+    shortcut_train = gs.data.RoadScenes(cfg.pothole_train, size=size, seed=cfg.seed + 2, task="pothole", shortcut=1.0)
+    pothole_test = gs.data.RoadScenes(cfg.test, size=size, seed=cfg.seed + 2000, task="pothole")
+    examples = gs.data.samples.collate([shortcut_train[i] for i in range(8)])
+    save_figure(out / "figures/data_scenes.png", scene_grid(
+        examples.images, examples.segmentations, table,
+        titles=[f"pothole={int(t)}  veg={100 * float((s == table.by_name('vegetation').id).float().mean()):.0f}%"
+                for t, s in zip(examples.targets, examples.segmentations, strict=True)]))
+    spec.section("data", "Data", [
+        f"Procedural road scenes with Cityscapes labels plus 'pothole': {len(steer_train)} training scenes for "
+        f"steering (target: steering angle in [-1, 1], positive = steer right), {len(clean_train)} for pothole "
+        f"detection without shortcut, {len(shortcut_train)} with a KNOWN shortcut (shortcut=1.0: good roads come "
+        f"with much vegetation, roads with potholes with little), and {cfg.test} held-out scenes of each task "
+        "(no shortcut) for explanations and profiles.",
+    ]).figure("figures/data_scenes.png", "Training scenes with a shortcut and their segmentations (pothole label "
+                                         "and vegetation pixel share above each)")
+
+    # 2. training -----------------------------------------------------------------------------
+    log("training PilotNet (steering)")
+    pilot = gs.models.build("pilotnet")
+    h_steer = _train("pilotnet", pilot, steer_train, steer_test, "regression", cfg.steer_epochs, out, cfg.seed, 1e-3)
+    log(f"  steering MAE {h_steer.final.get('val_mae', float('nan')):.3f}")
+    log("training the pothole classifier (no shortcut)")
+    clean = gs.models.build("potholenet")
+    h_clean = _train("pothole_clean", clean, clean_train, pothole_test, "classification", cfg.pothole_epochs, out,
+                     cfg.seed, 2e-3)
+    log("training the pothole classifier (with the vegetation shortcut)")
+    short = gs.models.build("potholenet")
+    h_short = _train("pothole_shortcut", short, shortcut_train, pothole_test, "classification", cfg.pothole_epochs,
+                     out, cfg.seed, 2e-3)
+    rows = []
+    for name, h in (("pilotnet (steering)", h_steer), ("potholenet, no shortcut", h_clean),
+                    ("potholenet, shortcut", h_short)):
+        final = h.final
+        rows.append({"model": name, "epochs": len(h.epochs), "seconds": round(h.seconds, 1),
+                     **{k: final[k] for k in ("val_mae", "val_rmse", "val_accuracy") if k in final}})
+    import pandas as pd
+
+    write_table(out / "tables/training.parquet", pd.DataFrame(rows))
+    section = spec.section("models", "Models and training", [
+        "PilotNet (Bojarski et al. 2016) regresses the steering angle; the pothole classifier has three conv "
+        "layers (64, 32, 16 filters) and a dense head. Validation is on held-out scenes without shortcut, so the "
+        "shortcut model's accuracy shows how much it relies on vegetation.",
+    ]).table("tables/training.parquet", "Final validation metrics", digits=3)
+    for name, h in (("pilotnet", h_steer), ("pothole_clean", h_clean), ("pothole_shortcut", h_short)):
+        if h.loss_plot is not None:
+            section.figure(str(Path(h.loss_plot).relative_to(out)), f"{name}: training and validation loss per epoch")
+
+    # 3. heatmaps -----------------------------------------------------------------------------
+    log("explaining held-out scenes")
+    methods = CAM_METHODS + GRADIENT_METHODS
+    spec.section("heatmaps", "Heatmaps", [
+        "Held-out scenes explained with every method (rows). For the classifiers the explained class is the "
+        "predicted one; for the steering model the default target is the output itself (what pushes the "
+        "prediction to the right). Sequential colours: min-max scaled maps; red/blue: signed maps (red pushes "
+        "the score up).",
+    ])
+    for name, model, ds in (("pothole_shortcut", short, pothole_test), ("pothole_clean", clean, pothole_test),
+                            ("pilotnet", pilot, steer_test)):
+        batch = gs.data.samples.collate([ds[i] for i in range(cfg.gallery)])
+        res = gs.explain(model, batch.images, methods=methods, layer=gs.models.default_layer_for(model) or "auto",
+                         options=cfg.method_options)
+        with torch.no_grad():
+            output = model(batch.images)
+        titles = ([f"steer {float(o):+.2f} (true {float(t):+.2f})" for o, t in zip(output[:, 0], batch.targets, strict=True)]
+                  if output.shape[1] == 1 else
+                  [f"pred {int(o)} (true {int(t)})" for o, t in zip(output.argmax(1), batch.targets, strict=True)])
+        save_figure(out / f"figures/gallery_{name}.png", gs.viz.grid(batch.images, res, titles=titles))
+        spec.figure(f"figures/gallery_{name}.png", f"{name}: methods x held-out scenes")
+
+    # 4. GradSUM ------------------------------------------------------------------------------
+    log("GradSUM: pothole classifiers with and without the shortcut")
+    layer = gs.models.default_layer_for(short) or "auto"
+    prof_clean = gs.gradsum(clean, pothole_test, method=methods, layer=layer, baseline=cfg.baseline, seed=cfg.seed,
+                            model_name="no shortcut", options=cfg.method_options)
+    prof_short = gs.gradsum(short, pothole_test, method=methods, layer=layer, baseline=0, seed=cfg.seed,
+                            model_name="shortcut", options=cfg.method_options)
+    pothole_profile = prof_clean.concat(prof_short)
+    write_table(out / "tables/pothole_profile_images.parquet", pothole_profile.images)
+    spec_prof = write_profile_report(out, _only(pothole_profile, method="gradcam"), table,
+                                     title="", spec=spec, section_prefix="pothole_")
+    spec_prof.text("The verdict compares each model's enrichment with that of randomly initialised copies of "
+                   "the same architecture (same method, same images).")
+    summary = pothole_profile.summary(n_boot=200)
+    write_table(out / "tables/pothole_summary.parquet", summary)
+    cats = [c for c in table.categories if c not in ("void",)]
+    save_figure(out / "figures/compare_models.png", comparison_bars(
+        summary[summary["method"] == "gradcam"], table, by="model", column="pooled_enrichment", categories=cats,
+        title="Grad-CAM enrichment: pothole classifier without vs with the vegetation shortcut"))
+    save_figure(out / "figures/compare_methods.png", comparison_bars(
+        summary[summary["model"] == "shortcut"], table, by="method", column="pooled_share", categories=cats,
+        title="Shortcut model: share of the heatmap per category, by method"))
+    veg = summary[(summary["level"] == "category") & (summary["category"] == "nature") & (summary["method"] == "gradcam")]
+    veg = veg.set_index("model")["pooled_enrichment"]
+    spec.section("comparison", "Model and method comparison", [
+        f"Grad-CAM vegetation (nature) enrichment: {veg.get('shortcut', float('nan')):.2f} for the shortcut model, "
+        f"{veg.get('no shortcut', float('nan')):.2f} without shortcut "
+        f"(ratio {veg.get('shortcut', float('nan')) / veg.get('no shortcut', float('nan')):.2f}).",
+    ]).figure("figures/compare_models.png", "Enrichment per category for the two pothole classifiers (Grad-CAM)")
+    spec.figure("figures/compare_methods.png", "Share of the heatmap per category for each method (shortcut model)")
+    spec.table("tables/pothole_summary.parquet", "All models and methods (category level)",
+               columns=["model", "method", "category", "pixel_share", "pooled_share", "pooled_enrichment",
+                        "value_mean"], max_rows=100, query="level == 'category' and images > 0")
+
+    log("GradSUM: steering model per training epoch")
+    epoch_profiles = []
+    for k, ckpt in enumerate(h_steer.checkpoints, start=1):
+        net = gs.models.load(ckpt, model=gs.models.build("pilotnet"))
+        epoch_profiles.append(gs.gradsum(net, steer_test, method="gradcam", layer=gs.models.default_layer_for(net),
+                                         model_name="pilotnet", epoch=k))
+    steer_profile = epoch_profiles[0]
+    for p in epoch_profiles[1:]:
+        steer_profile = steer_profile.concat(p)
+    steer_summary = steer_profile.summary(n_boot=200)
+    write_table(out / "tables/steering_epochs.parquet", steer_summary)
+    save_figure(out / "figures/steering_epochs.png", epoch_lines(
+        steer_summary, table, column="pooled_share", title="PilotNet, Grad-CAM: share of the heatmap per epoch"))
+    spec.section("epochs", "How the steering model's attention changes during training", [
+        "GradSUM of the PilotNet checkpoint saved after each epoch, on the same held-out scenes.",
+    ]).figure("figures/steering_epochs.png", "Share of the Grad-CAM heatmap per category after each training epoch")
+
+    log("per-image panels")
+    spec.section("images", "Per-image profiles", ["Image, segmentation, Grad-CAM overlay and the share of the "
+                                                  "heatmap per category, for the shortcut model."])
+    res = gs.explainer("gradcam", short, layer=layer)
+    images = pothole_profile.images
+    for i in range(3):
+        s = pothole_test[i]
+        attr = res(s.image[None])
+        rows_i = images[(images["image_id"] == s.id) & (images["model"] == "shortcut") & (images["method"] == "gradcam")]
+        save_figure(out / f"figures/panel_{i}.png", image_panel(
+            s.image, s.segmentation, attr.maps[0], rows_i, table,
+            title=f"{s.id}: pothole={s.target}, predicted {int(attr.targets[0])}"))
+        spec.figure(f"figures/panel_{i}.png", f"{s.id}")
+
+    spec.save(out)
+    report = render_report(out)
+    log(f"report written: {report}")
+    return report
+
+
+def _only(profile: Any, **equal: Any) -> Any:
+    from gradsum.semantic import Profile
+
+    images = profile.images
+    base = profile.baseline
+    for key, value in equal.items():
+        images = images[images[key] == value]
+        if base is not None:
+            base = base[base[key] == value]
+    return Profile(images.reset_index(drop=True), profile.settings, None if base is None else base.reset_index(drop=True))
