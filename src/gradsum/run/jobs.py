@@ -50,9 +50,7 @@ def profile_job(
     job = Job("profile", {**(config or {}), **computer.settings}, len(dataset), shard_size)
 
     def compute(items: range) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(computer.rows(dataset, list(items)))
+        return computer.rows(dataset, list(items))
 
     frame = run_sharded(out, job, compute, engine=engine, overwrite=overwrite, progress=progress)
     profile = computer.profile(frame)

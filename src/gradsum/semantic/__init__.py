@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from gradsum.semantic.profile import (
     summarize,
 )
 from gradsum.semantic.verdict import Finding, shortcut_findings, shortcut_verdict
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "gradsum",
@@ -76,7 +79,7 @@ def profile_batch(
     options: dict[str, dict[str, Any]] | None = None,
     context: dict[str, Any] | None = None,
     device: torch.device | str | None = None,
-) -> list[dict[str, Any]]:
+) -> pd.DataFrame:
     """GradSUM rows for one collated batch: explain with every method (CAM methods sharing
     one pass), then per-image, per-label and per-category sums. target="label" explains each
     image's own label (classifiers)."""
@@ -91,19 +94,18 @@ def profile_batch(
         if target != "label":
             raise ValueError(f"target must be None, 'label', a class index or a Target; got {target!r}")
         spec = torch.as_tensor(batch.targets).long().reshape(-1)
+    import pandas as pd
+
     results = explain(model, images, methods=list(methods), layer=layer, target=spec, options=options)
-    rows: list[dict[str, Any]] = []
+    frames = []
     for name, attr in results.items():
         ctx = {**(context or {}), "method": name}
-        batch_rows = profile_maps(attr.maps, batch.segmentations, table, batch.ids, normalize=normalize,
-                                  threshold=threshold, context=ctx)
+        frame = profile_maps(attr.maps, batch.segmentations, table, batch.ids, normalize=normalize,
+                             threshold=threshold, context=ctx)
         if attr.targets is not None:
-            targets = attr.targets.tolist()
-            position = {image_id: i for i, image_id in enumerate(batch.ids)}
-            for row in batch_rows:
-                row["target"] = targets[position[row["image_id"]]]
-        rows.extend(batch_rows)
-    return rows
+            frame["target"] = frame["image_id"].map(dict(zip(batch.ids, attr.targets.tolist(), strict=True)))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 class ProfileComputer:
@@ -147,16 +149,18 @@ class ProfileComputer:
                          "target": str(target), "model": model_name, "epoch": epoch}
 
     def rows(self, dataset: Any, indices: Sequence[int],
-             progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+             progress: Callable[[int], None] | None = None) -> pd.DataFrame:
         """Rows of the model (copy = -1) and of each random copy (copy = 0..K-1)."""
-        rows: list[dict[str, Any]] = []
+        import pandas as pd
+
+        frames = []
         for net, context in self.models:
             for batch in iterate_batches(dataset, self.batch_size, indices):
-                rows.extend(profile_batch(net, batch, self.table, self.methods, layer=self.layer, context=context,
-                                          **self.kwargs))
+                frames.append(profile_batch(net, batch, self.table, self.methods, layer=self.layer, context=context,
+                                            **self.kwargs))
                 if progress is not None:
                     progress(len(batch))
-        return rows
+        return pd.concat(frames, ignore_index=True)
 
     def profile(self, frame: Any) -> Profile:
         """Split a rows table into the model's images table and the baseline's."""
@@ -205,8 +209,6 @@ def gradsum(
     `images` table has one row per image x method x level (label, category) x category.
     For large datasets use `gradsum.run.profile_job`, which shards and resumes.
     """
-    import pandas as pd
-
     table = table_of(dataset, label_table)
     methods = [method] if isinstance(method, str) else list(method)
     order = list(range(len(dataset))) if indices is None else list(indices)
@@ -223,4 +225,4 @@ def gradsum(
         if progress is not None:
             progress(done[0], total)
 
-    return computer.profile(pd.DataFrame(computer.rows(dataset, order, tick)))
+    return computer.profile(computer.rows(dataset, order, tick))

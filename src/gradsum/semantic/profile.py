@@ -97,21 +97,26 @@ def _values(s: LabelSums) -> dict[str, torch.Tensor]:
 
 
 def profile_rows(sums: LabelSums, index: LabelIndex, image_ids: Sequence[str],
-                 context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Tidy rows: one per image x (label and category), with every value column."""
-    context = context or {}
-    rows: list[dict[str, Any]] = []
+                 context: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Tidy table: one row per image x (labels, then categories), every value column;
+    `context` values (model, method, epoch...) become constant columns. Built column-wise."""
+    import pandas as pd
+
+    frames = []
+    ids = np.asarray(list(image_ids), dtype=object)
     for level, level_sums, names in (
         ("label", sums, index.names),
         ("category", sums.grouped(index.groups.to(sums.pixels.device)), index.categories),
     ):
-        values = {k: v.cpu().numpy() for k, v in _values(level_sums).items()}
-        for i, image_id in enumerate(image_ids):
-            for k, name in enumerate(names):
-                row = {**context, "image_id": image_id, "level": level, "category": name}
-                row.update({col: float(values[col][i, k]) for col in VALUE_COLUMNS})
-                rows.append(row)
-    return rows
+        values = {k: v.cpu().numpy().reshape(-1) for k, v in _values(level_sums).items()}
+        n_names = len(names)
+        frame = {key: [value] * (len(ids) * n_names) for key, value in (context or {}).items()}
+        frame["image_id"] = np.repeat(ids, n_names)
+        frame["level"] = level
+        frame["category"] = np.tile(np.asarray(names, dtype=object), len(ids))
+        frame.update({col: values[col] for col in VALUE_COLUMNS})
+        frames.append(pd.DataFrame(frame))
+    return pd.concat(frames, ignore_index=True)
 
 
 def bootstrap_ci(values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -220,7 +225,7 @@ def iterate_batches(dataset: Any, batch_size: int, indices: Iterable[int] | None
 
 def profile_maps(maps: torch.Tensor, segmentations: torch.Tensor, table: LabelTable, image_ids: Sequence[str], *,
                  normalize: NormalizeMode = "relu-minmax", threshold: float = 0.5,
-                 context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                 context: dict[str, Any] | None = None) -> pd.DataFrame:
     """GradSUM rows for one batch of raw heatmaps (normalised here with `normalize`)."""
     index = LabelIndex.of(table, maps.device)
     sums = label_sums(normalize_maps(maps, normalize), segmentations, index, threshold=threshold,
