@@ -47,14 +47,18 @@ class LabelIndex:
         """Label ids (..., H, W) -> dense positions; ids outside the table are an error that
         names them (and `source`, e.g. the image ids of the batch)."""
         seg = seg.long()
+        lo, hi = int(seg.min()), int(seg.max())
+        lookup = self.lookup.to(seg.device)
+        if lo + self.offset >= 0 and hi + self.offset < lookup.numel():
+            pos = lookup[seg + self.offset]
+            if not bool((pos < 0).any()):
+                return pos
         shifted = seg + self.offset
-        inside = (shifted >= 0) & (shifted < self.lookup.numel())
-        pos = torch.where(inside, self.lookup.to(seg.device)[shifted.clamp(0, self.lookup.numel() - 1)], -1)
-        if bool((pos < 0).any()):
-            bad = torch.unique(seg[pos < 0]).tolist()[:10]
-            where = f" in {source}" if source else ""
-            raise ValueError(
-                f"segmentation{where} holds label ids {bad} that are not in label table '{self.table.name}'; "
-                "pass the dataset's label_table (or map those ids to a label of the table first)"
-            )
-        return pos
+        inside = (shifted >= 0) & (shifted < lookup.numel())
+        pos = torch.where(inside, lookup[shifted.clamp(0, lookup.numel() - 1)], -1)
+        bad = torch.unique(seg[pos < 0]).tolist()[:10]
+        where = f" in {source}" if source else ""
+        raise ValueError(
+            f"segmentation{where} holds label ids {bad} that are not in label table '{self.table.name}'; "
+            "pass the dataset's label_table (or map those ids to a label of the table first)"
+        )

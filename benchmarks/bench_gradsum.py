@@ -1,0 +1,78 @@
+"""GradSUM throughput: profiling N road scenes with Grad-CAM against the bare passes it needs
+(one forward with the layer captured + one partial backward per batch), measured in one run.
+The scenes are generated once beforehand, so data generation is not counted on either side.
+
+    python benchmarks/bench_gradsum.py              # 1,000 scenes, PilotNet, 66x200
+    python benchmarks/bench_gradsum.py --n 300 --repeats 1
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import gradsum as gs
+from gradsum.core.layers import resolve_layers
+from gradsum.core.probe import Probe, preserved_state
+from gradsum.data.samples import collate
+from gradsum.semantic.profile import iterate_batches
+
+
+class InMemory(torch.utils.data.Dataset):
+    def __init__(self, samples, label_table):
+        self.samples = samples
+        self.label_table = label_table
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def bare_passes(model, dataset, layer, batch_size):
+    """What Grad-CAM needs and nothing else: forward with the probe, target, autograd.grad."""
+    target = gs.core.targets.resolve_target(None)
+    with preserved_state(model):
+        for batch in iterate_batches(dataset, batch_size):
+            with Probe(model, resolve_layers(model, layer)) as probe:
+                out = model(batch.images)
+            scores = target.bind(out)(out)
+            probe.gradients(scores, [layer])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    ds = gs.data.RoadScenes(args.n, size=(66, 200), seed=0, task="steering")
+    data = InMemory([ds[i] for i in range(len(ds))], ds.label_table)
+    collate([data[0]])
+    torch.manual_seed(0)
+    model = gs.models.build("pilotnet")
+    layer = gs.models.default_layer_for(model)
+
+    def time_it(fn):
+        fn()
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    bare = time_it(lambda: bare_passes(model, data, layer, args.batch_size))
+    full = time_it(lambda: gs.gradsum(model, data, method="gradcam", layer=layer, batch_size=args.batch_size))
+    print(f"# GradSUM over {args.n} road scenes (66x200, PilotNet, Grad-CAM on {layer}), batch {args.batch_size}")
+    print(f"bare forward + partial backward: {bare:.2f} s ({args.n / bare:.0f} images/s)")
+    print(f"gs.gradsum (explain + profile tables): {full:.2f} s ({args.n / full:.0f} images/s)")
+    print(f"ratio gradsum / bare passes = {full / bare:.2f}  (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()
