@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 __all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "save_png", "save_figure",
            "save_maps", "load_maps"]
 
@@ -26,6 +29,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mod
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
