@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/gradsum explain --example digits --out runs/demo
+	$(VENV)/bin/gradsum demo --out runs/demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -160,7 +160,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
     # 4. GradSUM ------------------------------------------------------------------------------
     log("GradSUM: pothole classifiers with and without the shortcut")
     layer = gs.models.default_layer_for(short) or "auto"
-    common = {"layer": layer, "seed": cfg.seed, "options": cfg.method_options}
+    # explain the "good road" decision (class 0): what makes each classifier say there is no pothole
+    common = {"layer": layer, "seed": cfg.seed, "options": cfg.method_options, "target": 0}
     prof_clean = gs.gradsum(clean, pothole_test, method=methods, model_name="no shortcut", **common)
     prof_short = gs.gradsum(short, pothole_test, method=methods, model_name="shortcut", **common)
     # random copies: the CAM methods share one pass, so their baseline costs one Grad-CAM
@@ -170,8 +171,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
     pothole_profile.baseline = random_models.baseline
     spec_prof = write_profile_report(out, _only(pothole_profile, method="gradcam"), table,
                                      title="", spec=spec, section_prefix="pothole_")
-    spec_prof.text("The verdict compares each model's enrichment with that of randomly initialised copies of "
-                   "the same architecture (same method, same images).")
+    spec_prof.text("Both pothole classifiers are explained for the 'no pothole' class (what makes the model "
+                   "decide that the road is fine), on the same held-out scenes without shortcut. The verdict "
+                   "compares each model's enrichment with that of randomly initialised copies of the same "
+                   "architecture (same method, same images, same class).")
     summary = pothole_profile.summary(n_boot=200)
     write_table(out / "tables/pothole_summary.parquet", summary)
     cats = [c for c in table.categories if c not in ("void",)]
