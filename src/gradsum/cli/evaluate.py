@@ -1,0 +1,97 @@
+"""`gradsum evaluate`: the methods x metrics benchmark table, with a report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from gradsum.cli._common import UserError, split_list, user_errors
+
+EVALUATE_HELP = """Evaluate heatmap methods: localisation against ground-truth boxes (EBPG, Bbox),
+faithfulness (Drop, Increase, deletion / insertion AUC), cost per image; one table and report.
+
+Examples:
+
+  gradsum evaluate --model potholenet --weights runs/demo/models/pothole_clean/checkpoints/epoch_006.pt --data roads:200:task=pothole --target 1 --only-with-boxes --methods gradcam,gradcam++,scorecam,integrated-gradients,rise,sise,adasise --out runs/eval
+
+  gradsum evaluate --model torchvision:resnet50 --weights r50.pt --data voc:VOC2007:split=test --methods gradcam,rise --out runs/voc
+"""
+
+DEFAULT_METHODS = "gradcam,gradcam++,integrated-gradients"
+DEFAULT_METRICS = "ebpg,bbox,drop,increase,deletion,insertion"
+
+
+class Subset:
+    """The items of a dataset at `indices` (keeps its label_table)."""
+
+    def __init__(self, dataset: Any, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+        self.label_table = getattr(dataset, "label_table", None)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]
+
+
+def with_boxes(dataset: Any, limit: int | None = None) -> Subset:
+    """The samples that have at least one ground-truth box (up to `limit`)."""
+    keep = []
+    for i in range(len(dataset)):
+        boxes = dataset[i].boxes
+        if boxes is not None and len(boxes) > 0:
+            keep.append(i)
+            if limit is not None and len(keep) >= limit:
+                break
+    if not keep:
+        raise UserError("no image of the data has ground-truth boxes; drop --only-with-boxes or use data with boxes")
+    return Subset(dataset, keep)
+
+
+def evaluate_command(
+    model: str = typer.Option(..., "--model", "-m", help="pilotnet | potholenet | torchvision:NAME | file.py:factory"),
+    data: str = typer.Option(..., "--data", "-d", help="roads:N:task=pothole | voc:DIR | ... (boxes for localisation)"),
+    weights: Path = typer.Option(None, "--weights", "-w"),
+    methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma-separated method names."),
+    metrics: str = typer.Option(DEFAULT_METRICS, "--metrics", help="Comma-separated metric names."),
+    layer: str = typer.Option("auto", "--layer"),
+    target: int = typer.Option(None, "--target", help="Class to explain (default: the predicted class)."),
+    only_with_boxes: bool = typer.Option(False, "--only-with-boxes", help="Evaluate only images that have boxes."),
+    max_images: int = typer.Option(None, "--max-images"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
+) -> None:
+    import gradsum as gs
+    from gradsum.report import ReportSpec, render_report
+    from gradsum.report.sections_eval import evaluation_section
+
+    names = split_list(methods)
+    for name in names:
+        gs.method_info(name)
+    from gradsum.metrics.benchmark import METRICS
+
+    wanted = split_list(metrics)
+    unknown = [m for m in wanted if m not in METRICS]
+    if unknown:
+        raise UserError(f"unknown metric(s) {unknown}; known: {', '.join(sorted(METRICS))}")
+    dataset = gs.data.load_dataset(data)
+    if only_with_boxes:
+        dataset = with_boxes(dataset, max_images)
+    net = gs.models.build(model, weights=str(weights) if weights else None)
+    layer_spec: Any = layer if layer != "auto" else (gs.models.default_layer_for(net) or "auto")
+    result = gs.metrics.benchmark(net, dataset, names, wanted, layer=layer_spec, target=target, batch_size=batch_size,
+                                  max_images=max_images, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = ReportSpec(f"Evaluation of {model} on {data}", "heatmap methods x metrics")
+    evaluation_section(out, spec, result)
+    spec.save(out)
+    report = render_report(out)
+    typer.echo(result.table().round(3).to_string())
+    typer.echo(f"tables in {out}/tables; report: {report}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate", help=EVALUATE_HELP)(user_errors(evaluate_command))

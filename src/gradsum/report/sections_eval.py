@@ -1,0 +1,78 @@
+"""Report sections for evaluation: the methods x metrics benchmark table with deletion /
+insertion curves, and the sanity checks (model randomisation) with their verdicts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gradsum.report.html import ReportSpec
+from gradsum.run.runner import write_table
+from gradsum.run.store import save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["evaluation_section", "sanity_section", "curves_figure"]
+
+
+def curves_figure(curves: dict[str, dict[str, Any]]) -> Figure:
+    """Mean deletion and insertion curves per method (score against fraction of pixels)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, mode in zip(axes, ("deletion", "insertion"), strict=True):
+        for method, modes in curves.items():
+            if mode in modes:
+                fractions, curve = modes[mode]
+                ax.plot(fractions.cpu().numpy(), curve.cpu().numpy(), label=method)
+        ax.set_xlabel(f"fraction of pixels {'removed' if mode == 'deletion' else 'inserted'}, most relevant first")
+        ax.set_ylabel("class probability")
+        ax.set_title(f"{mode} (lower AUC is better)" if mode == "deletion" else f"{mode} (higher AUC is better)",
+                     fontsize=10)
+    axes[1].legend(fontsize=7)
+    return fig
+
+
+def evaluation_section(out: Path, spec: ReportSpec, result: Any, *, title: str = "Evaluation",
+                       intro: str = "", prefix: str = "") -> None:
+    """Add the benchmark table (Parquet in tables/) and the curves to `spec`."""
+    table = result.table(percent=True).reset_index()
+    write_table(out / f"tables/{prefix}benchmark.parquet", table)
+    write_table(out / f"tables/{prefix}benchmark_per_image.parquet", result.per_image)
+    settings = result.settings
+    spec.section(f"{prefix}evaluation", title, [intro or (
+        "Localisation (EBPG: share of the heatmap energy inside the ground-truth boxes; Bbox: fraction of the "
+        "top-n pixels inside the boxes, n = box area), faithfulness (Drop/Increase: confidence when only the top "
+        "15% pixels are kept; deletion/insertion AUC of the class probability), cost per image. Mean over images "
+        "and ± the 95% confidence half-width."),
+        f"Images: {settings.get('images', '?')}; target: {settings.get('target', 'predicted class')}; "
+        f"settings: {', '.join(f'{k}={v}' for k, v in settings.items() if k not in ('images', 'target'))}."[:600],
+    ])
+    spec.table(f"tables/{prefix}benchmark.parquet", "Methods x metrics", digits=3)
+    if result.curves:
+        save_figure(out / f"figures/{prefix}deletion_insertion.png", curves_figure(result.curves))
+        spec.figure(f"figures/{prefix}deletion_insertion.png", "Mean deletion and insertion curves per method")
+
+
+def sanity_section(out: Path, spec: ReportSpec, result: Any, *, prefix: str = "") -> None:
+    """Add the model-randomisation curves, the per-layer table and the verdict per method."""
+    verdict = result.verdict()
+    write_table(out / f"tables/{prefix}sanity.parquet", result.to_frame())
+    write_table(out / f"tables/{prefix}sanity_verdict.parquet", verdict)
+    fig = result.plot()
+    save_figure(out / f"figures/{prefix}sanity.png", fig)
+    passes = [r.method for r in verdict.itertuples() if r.passes]
+    fails = [r.method for r in verdict.itertuples() if not r.passes]
+    spec.section(f"{prefix}sanity", "Sanity checks (model parameter randomisation)", [
+        "Adebayo et al. 2018: the layers are re-initialised one after the other from the output towards the "
+        "input; a heatmap that still looks the same once the weights are random does not explain what the model "
+        "learned. Similarity between the original and the randomised maps (Spearman rank correlation, SSIM, HOG).",
+    ]).figure(f"figures/{prefix}sanity.png", "Similarity to the original heatmaps as more layers are randomised")
+    spec.table(f"tables/{prefix}sanity_verdict.parquet", "Verdict per method", digits=3)
+    spec.verdict(
+        (f"Pass (the maps change when the model is randomised): {', '.join(passes) or 'none'}. " if passes else "")
+        + (f"Fail (the maps survive randomisation, so they do not reflect the learned weights): {', '.join(fails)}."
+           if fails else "All methods pass."),
+        ok=not fails,
+    )
