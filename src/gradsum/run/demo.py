@@ -22,6 +22,9 @@ __all__ = ["DemoConfig", "run_demo"]
 
 CAM_METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "eigencam"]
 GRADIENT_METHODS = ["saliency", "guided-backprop", "integrated-gradients"]
+# the Ada-SISE comparison table's methods (those registered in this version)
+EVAL_METHODS = ["gradcam", "gradcam++", "scorecam", "integrated-gradients", "fullgrad", "extremal", "rise", "sise",
+                "adasise"]
 
 
 @dataclass
@@ -37,13 +40,19 @@ class DemoConfig:
     baseline: int = 10
     gallery: int = 6
     seed: int = 0
+    eval_images: int = 24
+    sanity_images: int = 16
     method_options: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"integrated-gradients": {"steps": 16}})
+    eval_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "integrated-gradients": {"steps": 16}, "rise": {"n_masks": 2000}, "extremal": {"iterations": 300}})
 
     @classmethod
     def quick(cls) -> DemoConfig:
         return cls(steer_train=500, steer_epochs=3, pothole_train=500, pothole_epochs=4, test=64, baseline=3,
-                   gallery=4)
+                   gallery=4, eval_images=8, sanity_images=8,
+                   eval_options={"integrated-gradients": {"steps": 8}, "rise": {"n_masks": 500},
+                                 "extremal": {"iterations": 100}})
 
 
 class _Log:
@@ -227,10 +236,52 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
             title=f"{s.id}: pothole={s.target}, predicted {int(attr.targets[0])}"))
         spec.figure(f"figures/panel_{i}.png", f"{s.id}")
 
+    _evaluation(out, spec, cfg, clean, pothole_test, layer, log)
+    _extras(out, spec, cfg, clean, short, pothole_test, log)
     spec.save(out)
     report = render_report(out)
     log(f"report written: {report}")
     return report
+
+
+def _evaluation(out: Path, spec: Any, cfg: DemoConfig, model: torch.nn.Module, test: Any, layer: Any,
+                log: Callable[[str], None]) -> None:
+    """Methods x metrics on the pothole boxes, and the model-randomisation sanity check."""
+    import gradsum as gs
+    from gradsum.cli.evaluate import with_boxes
+    from gradsum.report.sections_eval import evaluation_section, sanity_section
+
+    log("evaluation: heatmap methods x metrics on the pothole boxes")
+    methods = [m for m in EVAL_METHODS if m in gs.available_methods()]
+    boxed = with_boxes(test, cfg.eval_images)
+    result = gs.metrics.benchmark(model, boxed, methods, layer=layer, target=1, batch_size=8, seed=cfg.seed,
+                                  method_options=cfg.eval_options,
+                                  metric_options={"deletion": {"deletion_substrate": "blur"}})
+    evaluation_section(out, spec, result, title="Evaluation: which heatmap is right?", intro=(
+        "The pothole classifier (no shortcut) explained for the 'pothole' class on held-out scenes with "
+        "potholes; the ground truth is the pothole boxes. EBPG: share of the heatmap energy inside the boxes; "
+        "Bbox: fraction of the top-n pixels inside them (n = box area); Drop / Increase: confidence when only "
+        "the top 15% pixels are kept; deletion (towards a blurred copy) and insertion (from a blurred copy) AUC "
+        "of the class probability; cost in seconds and forward / backward passes per image."))
+    log("sanity checks: cascading model randomisation")
+    batch = gs.data.samples.collate([test[i] for i in range(cfg.sanity_images)])
+    sanity = gs.metrics.sanity.model_randomization(model, batch.images, ["gradcam", "saliency", "guided-backprop"],
+                                                   layer=layer, mode="cascading", seed=cfg.seed)
+    sanity_section(out, spec, sanity)
+
+
+def _extras(out: Path, spec: Any, cfg: DemoConfig, clean: torch.nn.Module, short: torch.nn.Module, test: Any,
+            log: Callable[[str], None]) -> None:
+    """What the layers see and how the models break (when those sections are available)."""
+    try:
+        from gradsum.report.sections_features import adversarial_section, features_section
+    except ImportError:
+        return
+    quick = cfg.steer_train < 1000
+    log("what the layers see")
+    features_section(out, spec, clean, test, quick=quick, seed=cfg.seed)
+    log("adversarial robustness")
+    adversarial_section(out, spec, {"no shortcut": clean, "shortcut": short}, test, quick=quick, seed=cfg.seed)
 
 
 def _only(profile: Any, **equal: Any) -> Any:
