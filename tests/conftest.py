@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from testmodels import GapLinear, InplaceReuseCNN, TinySteering
+from testmodels import GapLinear, InplaceReuseCNN, TinySteering, train_digits
 
 
 @pytest.fixture
@@ -36,3 +36,27 @@ def steering_model() -> nn.Module:
 def images() -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
     return torch.rand(4, 3, 32, 32, generator=gen)
+
+
+def _trained_digits(seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, float]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread beats two contended ones
+    try:
+        result = train_digits(seed=seed)
+    finally:
+        torch.set_num_threads(before)
+    assert result[3] > 0.9, f"the digits model (seed {seed}) reached only {result[3]:.3f} test accuracy"
+    return result
+
+
+@pytest.fixture(scope="session")
+def digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor, float]:
+    """A small CNN trained in seconds on sklearn's digits (16x16 RGB): (model in eval mode,
+    test images (N,3,16,16), labels, test accuracy > 0.9). Trained once per session."""
+    return _trained_digits(0)
+
+
+@pytest.fixture(scope="session")
+def second_digits_model() -> nn.Module:
+    """Another digits CNN (different seed) for transfer tests."""
+    return _trained_digits(1)[0]

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import typer
 
-__all__ = ["UserError", "user_errors", "fail", "split_list"]
+__all__ = ["UserError", "user_errors", "fail", "split_list", "layer_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,3 +44,14 @@ def split_list(value: str | None) -> list[str]:
     if not value:
         return []
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def layer_option(model: Any, text: str) -> Any:
+    """--layer value -> layer spec: 'auto' means the model's declared default layer (else
+    auto-detection), 'a,b' a list of layers, anything else one layer name."""
+    from gradsum.models import default_layer_for
+
+    names = split_list(text) or ["auto"]
+    if names == ["auto"]:
+        return default_layer_for(model) or "auto"
+    return names[0] if len(names) == 1 else names

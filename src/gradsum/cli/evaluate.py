@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from gradsum.cli._common import UserError, split_list, user_errors
+from gradsum.cli._common import UserError, layer_option, split_list, user_errors
 
 EVALUATE_HELP = """Evaluate heatmap methods: localisation against ground-truth boxes (EBPG, Bbox),
 faithfulness (Drop, Increase, deletion / insertion AUC), cost per image; one table and report.
@@ -81,7 +81,7 @@ def evaluate_command(
     if only_with_boxes:
         dataset = with_boxes(dataset, max_images)
     net = gs.models.build(model, weights=str(weights) if weights else None)
-    layer_spec: Any = layer if layer != "auto" else (gs.models.default_layer_for(net) or "auto")
+    layer_spec = layer_option(net, layer)
     result = gs.metrics.benchmark(net, dataset, names, wanted, layer=layer_spec, target=target, batch_size=batch_size,
                                   max_images=max_images, seed=seed)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from gradsum.cli._common import UserError, split_list, user_errors
+from gradsum.cli._common import UserError, layer_option, split_list, user_errors
 
 DEFAULT_METHODS = "gradcam,gradcam++,layercam,saliency,guided-backprop,integrated-gradients"
 
@@ -111,11 +111,7 @@ def explain_command(
             raise UserError("--model is required with image files (e.g. --model pilotnet)")
         net = gs.models.build(model, weights=str(weights) if weights else None)
         x, titles = _load_images(list(images), _parse_size(size))
-    layers: Any = split_list(layer)
-    if layers == ["auto"]:
-        layers = gs.models.default_layer_for(net) or "auto"
-    elif len(layers) == 1:
-        layers = layers[0]
+    layers = layer_option(net, layer)
     spec: Any = target
     with torch.no_grad():
         n_outputs = net(x[:1]).flatten(1).shape[1]

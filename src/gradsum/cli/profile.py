@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from gradsum.cli._common import UserError, split_list, user_errors
+from gradsum.cli._common import UserError, layer_option, split_list, user_errors
 
 PROFILE_HELP = """GradSUM: the share of each heatmap on each semantic category, over a dataset, with a
 random-model baseline. Resumable: re-run the same command after an interruption.
@@ -102,11 +102,7 @@ def profile_command(
     if getattr(dataset, "label_table", None) is None:
         raise UserError(f"data {data!r} has no segmentation label table; GradSUM needs segmented images")
     net = gs.models.build(model, weights=str(weights) if weights else None)
-    layer_spec: Any = split_list(layer)
-    if layer_spec == ["auto"]:
-        layer_spec = gs.models.default_layer_for(net) or "auto"
-    elif len(layer_spec) == 1:
-        layer_spec = layer_spec[0]
+    layer_spec = layer_option(net, layer)
     target_spec: Any = None
     if target:
         target_spec = "label" if target == "label" else _int(target)
