@@ -97,3 +97,16 @@ def test_csv_round_trip(tmp_path):
 def test_table_rejects_duplicates():
     with pytest.raises(ValueError, match="appears twice"):
         LabelTable("x", [Label(1, "a", "c", 0, (0, 0, 0)), Label(1, "b", "c", 1, (0, 0, 0))])
+
+
+def test_negative_ids_map_to_their_own_label_not_the_last_one():
+    import torch
+
+    from gradsum.data.labels import ROADS
+
+    seg = torch.tensor([[-1, 34], [7, 26]])
+    cats = ROADS.to_categories(seg)
+    names = [ROADS.categories[int(c)] for c in cats.flatten()]
+    assert names == ["vehicle", "flat", "flat", "vehicle"]  # license plate is a vehicle part
+    assert ROADS.to_train_ids(seg)[0, 0] == ROADS.by_id(-1).train_id
+    assert tuple(ROADS.colorize(seg)[:, 0, 0].tolist()) == ROADS.by_id(-1).color

@@ -195,20 +195,33 @@ class LabelTable:
         self._luts[key] = out
         return out
 
+    def _map(self, seg: torch.Tensor, kind: str) -> torch.Tensor:
+        """lut(kind)[seg] that also maps negative ids (license plate = -1), which a plain
+        index would wrap around to the end of the table."""
+        self.validate(seg)
+        seg = seg.long()
+        lut = self.lut(kind, seg.device)
+        negative = [lab for lab in self.labels if lab.id < 0]
+        if not negative or not bool((seg < 0).any()):
+            return lut[seg]
+        out = lut[seg.clamp_min(0)]
+        for lab in negative:
+            value = {"category": self._categories.index(lab.category), "train_id": lab.train_id,
+                     "color": torch.tensor(lab.color, dtype=torch.uint8, device=seg.device)}[kind]
+            out[seg == lab.id] = value
+        return out
+
     def to_categories(self, seg: torch.Tensor) -> torch.Tensor:
         """Map an id segmentation (..., H, W) to category indices into `categories`."""
-        self.validate(seg)
-        return self.lut("category", seg.device)[seg.long()]
+        return self._map(seg, "category")
 
     def to_train_ids(self, seg: torch.Tensor) -> torch.Tensor:
         """Map an id segmentation to train ids (255 = ignored)."""
-        self.validate(seg)
-        return self.lut("train_id", seg.device)[seg.long()]
+        return self._map(seg, "train_id")
 
     def colorize(self, seg: torch.Tensor) -> torch.Tensor:
         """(H,W) id map -> (3,H,W) uint8 RGB with the table's colours."""
-        self.validate(seg)
-        return self.lut("color", seg.device)[seg.long()].movedim(-1, -3)
+        return self._map(seg, "color").movedim(-1, -3)
 
     def validate(self, seg: torch.Tensor, source: str | Path | None = None) -> None:
         """Raise ValueError naming `source` and the offending ids if `seg` holds ids that are
