@@ -94,11 +94,13 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
 
     # 1. data ---------------------------------------------------------------------------------
     log("generating road scenes")
-    steer_train = gs.data.RoadScenes(cfg.steer_train, size=size, seed=cfg.seed, task="steering")
-    steer_test = gs.data.RoadScenes(cfg.test, size=size, seed=cfg.seed + 1000, task="steering")
-    clean_train = gs.data.RoadScenes(cfg.pothole_train, size=size, seed=cfg.seed + 1, task="pothole")
-    shortcut_train = gs.data.RoadScenes(cfg.pothole_train, size=size, seed=cfg.seed + 2, task="pothole", shortcut=1.0)
-    pothole_test = gs.data.RoadScenes(cfg.test, size=size, seed=cfg.seed + 2000, task="pothole")
+    cached = gs.train.CachedDataset  # each scene is generated once, then reused by every epoch and pass
+    steer_train = cached(gs.data.RoadScenes(cfg.steer_train, size=size, seed=cfg.seed, task="steering"))
+    steer_test = cached(gs.data.RoadScenes(cfg.test, size=size, seed=cfg.seed + 1000, task="steering"))
+    clean_train = cached(gs.data.RoadScenes(cfg.pothole_train, size=size, seed=cfg.seed + 1, task="pothole"))
+    shortcut_train = cached(gs.data.RoadScenes(cfg.pothole_train, size=size, seed=cfg.seed + 2, task="pothole",
+                                               shortcut=1.0))
+    pothole_test = cached(gs.data.RoadScenes(cfg.test, size=size, seed=cfg.seed + 2000, task="pothole"))
     examples = gs.data.samples.collate([shortcut_train[i] for i in range(8)])
     save_figure(out / "figures/data_scenes.png", scene_grid(
         examples.images, examples.segmentations, table,
