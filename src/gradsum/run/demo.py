@@ -180,6 +180,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
                                model_name="random", **common)
     pothole_profile = prof_clean.concat(prof_short)
     pothole_profile.baseline = random_models.baseline
+    write_table(out / "tables/pothole_profile_images.parquet", pothole_profile.images)
     spec_prof = write_profile_report(out, _only(pothole_profile, method="gradcam"), table,
                                      title="", spec=spec, section_prefix="pothole_")
     spec_prof.text("Both pothole classifiers are explained for the 'no pothole' class (what makes the model "

@@ -1,0 +1,71 @@
+"""`gradsum demo` end to end on a tiny configuration: every stage runs, the report has every
+section, and it renders in headless Chromium with all images decoded."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from gradsum.run.demo import DemoConfig, run_demo
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TINY = DemoConfig(steer_train=48, steer_epochs=2, pothole_train=48, pothole_epochs=1, test=16, baseline=1,
+                  gallery=2, eval_images=2, sanity_images=2,
+                  method_options={"integrated-gradients": {"steps": 4}},
+                  eval_options={"integrated-gradients": {"steps": 4}, "rise": {"n_masks": 50},
+                                "extremal": {"iterations": 5}})
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    report = run_demo(out, TINY, echo=lambda _: None)
+    return out, report
+
+
+def test_demo_writes_every_stage(demo_run):
+    out, report = demo_run
+    assert report == out / "report.html"
+    spec = json.loads((out / "report.json").read_text())
+    ids = [s["id"] for s in spec["sections"]]
+    for expected in ("data", "models", "heatmaps", "pothole_gradsum", "comparison", "epochs", "images", "evaluation",
+                     "sanity"):
+        assert expected in ids
+    assert len(list((out / "models" / "pilotnet" / "checkpoints").glob("epoch_*.pt"))) == 2
+    profile = pd.read_parquet(out / "tables" / "pothole_profile_images.parquet")
+    assert set(profile["model"]) == {"no shortcut", "shortcut"} and profile["method"].nunique() == 8
+    epochs = pd.read_parquet(out / "tables" / "steering_epochs.parquet")
+    assert sorted(epochs["epoch"].unique()) == [1, 2]
+    bench = pd.read_parquet(out / "tables" / "benchmark.parquet")
+    assert {"gradcam", "integrated-gradients"} <= set(bench["method"])
+    verdict = next(s for s in spec["sections"] if s["id"] == "pothole_gradsum")["verdict"]
+    assert verdict
+
+
+@pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
+                    reason="headless Chromium not installed (.ci/run installs it)")
+def test_demo_report_renders_in_chromium(demo_run):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    out, report = demo_run
+    assert CHROMIUM is not None, "chromium is required in CI"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(report.as_uri())
+            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(images) >= 10 and all(done and width > 0 for done, width in images)
+    for heading in ("Data", "Models and training", "Heatmaps", "GradSUM profile", "Model and method comparison"):
+        assert heading in headings
