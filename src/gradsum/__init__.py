@@ -59,6 +59,16 @@ _CLASSES = {
     "GuidedGradCAM": "gradsum.methods.gradient",
     "IntegratedGradients": "gradsum.methods.gradient",
     "SmoothGrad": "gradsum.methods.gradient",
+    "ScoreCAM": "gradsum.methods.score",
+    "AblationCAM": "gradsum.methods.score",
+    "RISE": "gradsum.methods.rise",
+    "SISE": "gradsum.methods.sise",
+    "AdaSISE": "gradsum.methods.sise",
+    "Occlusion": "gradsum.methods.occlusion",
+    "LIME": "gradsum.methods.lime_shap",
+    "KernelSHAP": "gradsum.methods.lime_shap",
+    "FullGrad": "gradsum.methods.fullgrad",
+    "ExtremalPerturbation": "gradsum.methods.extremal",
 }
 
 __all__ = [

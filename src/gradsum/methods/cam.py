@@ -208,7 +208,7 @@ def fuse_layer_maps(maps: Sequence[torch.Tensor], fusion: Fusion = "mean") -> to
     raise ValueError(f"unknown fusion {fusion!r}; use 'mean', 'max' or 'layercam'")
 
 
-def _forward_with_probe(
+def forward_with_probe(
     model: nn.Module, x: torch.Tensor, layers: list[tuple[str, nn.Module]] | str
 ) -> tuple[Probe, torch.Tensor, list[str]]:
     """One forward with the probe attached; resolves 'auto' on this very forward (re-running
@@ -222,7 +222,7 @@ def _forward_with_probe(
     name, intact = probe.resolve_auto()
     if intact:
         return probe, output, [name]
-    return _forward_with_probe(model, x, resolve_layers(model, name))  # type: ignore[arg-type]
+    return forward_with_probe(model, x, resolve_layers(model, name))  # type: ignore[arg-type]
 
 
 def compute_cams(
@@ -252,7 +252,7 @@ def compute_cams(
                     lambda mod, inp: linear_inputs.append((mod, inp[0].detach()))
                 ))
     try:
-        probe, output, names = _forward_with_probe(model, x, layers)
+        probe, output, names = forward_with_probe(model, x, layers)
     finally:
         for handle in handles:
             handle.remove()

@@ -38,6 +38,7 @@ __all__ = [
     "check_positive_int",
     "LayerTail",
     "score_items",
+    "score_label",
 ]
 
 logger = logging.getLogger(__name__)

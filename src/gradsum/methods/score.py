@@ -18,7 +18,7 @@ from gradsum.core.batching import BatchSize, Progress
 from gradsum.core.layers import AUTO, resolve_layers
 from gradsum.core.targets import BoundTarget, Target
 from gradsum.methods.base import Explainer, upsample
-from gradsum.methods.cam import Fusion, _forward_with_probe, fuse_layer_maps
+from gradsum.methods.cam import Fusion, forward_with_probe, fuse_layer_maps
 from gradsum.methods.perturbation import (
     LayerTail,
     TailMode,
@@ -40,8 +40,11 @@ def _check_fusion(fusion: str) -> None:
 
 def _clean_pass(model: nn.Module, x: torch.Tensor, layer: Any, target: Target, method: str
                 ) -> tuple[BoundTarget, torch.Tensor, torch.Tensor, list[str], list[torch.Tensor]]:
-    """One forward with the layers captured: (bound target, output, scores, names, activations)."""
-    probe, output, names = _forward_with_probe(model, x, resolve_layers(model, layer))
+    """One forward with the layers captured: (bound target, output, scores, names, activations).
+    Named layers need no autograd graph; "auto" needs one to check the found layer is intact."""
+    layers = resolve_layers(model, layer)
+    with torch.set_grad_enabled(layers == AUTO):
+        probe, output, names = forward_with_probe(model, x, layers)
     acts = [probe.activation(n, spatial=True, method=method).detach() for n in names]
     output = output.detach()
     bound = target.bind(output)
@@ -178,7 +181,7 @@ class AblationCAM(Explainer):
             if n > 0:
                 def make(start: int, stop: int, a=a, rows=rows, ch=ch, value=value) -> torch.Tensor:
                     r, c = rows[start:stop], ch[start:stop]
-                    acts = a[r].clone()
+                    acts = a[r]  # advanced indexing copies
                     acts[torch.arange(r.shape[0], device=a.device), c] = value[r][:, None, None].to(a.dtype)
                     return acts
 

@@ -1,0 +1,153 @@
+"""RISE: randomized input sampling (Petsiuk et al. 2018).
+
+M = (1 / (N p1)) sum_i p_c(x * m_i) m_i over N random smooth masks m_i: a binary s x s grid
+(each cell on with probability p1) upsampled bilinearly to (s+1) * ceil(H/s) and cropped at
+a random offset within one cell. Masks are drawn on the input's device from a
+torch.Generator seeded with `seed` and cached by (N, s, p1, H, W, seed, device).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradsum.core.attribution import Attribution, Cost
+from gradsum.core.batching import BatchSize, Progress
+from gradsum.core.targets import Target
+from gradsum.methods.base import Explainer
+from gradsum.methods.perturbation import (
+    ScoreMode,
+    check_batch_size,
+    check_positive_int,
+    mask_target,
+    score_items,
+    score_label,
+)
+from gradsum.methods.registry import register
+
+__all__ = ["RISE", "RiseMasks", "rise_masks"]
+
+_CACHE: OrderedDict[tuple, RiseMasks] = OrderedDict()
+_CACHE_ENTRIES = 4
+_DENSE_BYTES = 128 * 2**20  # keep materialised masks when they fit in this many bytes
+
+
+@dataclass
+class RiseMasks:
+    """N RISE masks of size (H, W): the binary grids (N, s, s), the crop offsets (N, 2) and,
+    when small enough, the materialised masks (N, H, W)."""
+
+    grids: torch.Tensor
+    offsets: torch.Tensor
+    size: tuple[int, int]
+    cell: tuple[int, int]
+    dense: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.grids.shape[0]
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """Masks (n, H, W) float32 for mask indices `index` (n,)."""
+        if self.dense is not None:
+            return self.dense[index]
+        return self._materialise(index)
+
+    def _materialise(self, index: torch.Tensor) -> torch.Tensor:
+        s = self.grids.shape[-1]
+        (h, w), (ch, cw) = self.size, self.cell
+        up = F.interpolate(self.grids[index][:, None], size=((s + 1) * ch, (s + 1) * cw), mode="bilinear",
+                           align_corners=False)[:, 0]
+        off = self.offsets[index]
+        ys = off[:, 0, None] + torch.arange(h, device=up.device)  # (n,H)
+        xs = off[:, 1, None] + torch.arange(w, device=up.device)  # (n,W)
+        n_idx = torch.arange(up.shape[0], device=up.device)[:, None, None]
+        return up[n_idx, ys[:, :, None], xs[:, None, :]]
+
+
+def rise_masks(n: int, grid: int, p1: float, size: tuple[int, int], seed: int,
+               device: torch.device | str = "cpu") -> RiseMasks:
+    """The N RISE masks for (grid s, p1, size, seed), drawn on `device` and cached."""
+    device = torch.device(device)
+    key = (n, grid, float(p1), tuple(size), seed, str(device))
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    gen = torch.Generator(device=device).manual_seed(seed)
+    h, w = size
+    cell = (math.ceil(h / grid), math.ceil(w / grid))
+    grids = (torch.rand((n, grid, grid), generator=gen, device=device) < p1).float()
+    offsets = torch.stack([
+        torch.randint(0, cell[0], (n,), generator=gen, device=device),
+        torch.randint(0, cell[1], (n,), generator=gen, device=device),
+    ], dim=1)
+    masks = RiseMasks(grids, offsets, (h, w), cell)
+    if n * h * w * 4 <= _DENSE_BYTES:
+        masks.dense = masks._materialise(torch.arange(n, device=device))
+    _CACHE[key] = masks
+    while len(_CACHE) > _CACHE_ENTRIES:
+        _CACHE.popitem(last=False)
+    return masks
+
+
+@register("rise", family="perturbation", passes="N masked forwards (default 4000)",
+          paper="Petsiuk et al. 2018, RISE: Randomized Input Sampling for Explanation of Black-box Models")
+class RISE(Explainer):
+    """RISE (Petsiuk et al. 2018): M = (1/(N p1)) sum_i p_c(x * m_i) m_i.
+
+    n_masks N (default 4000), grid s (7), p1 (0.5). score="probability" (default): the
+    softmax probability of the explained class for classifiers, the raw output (x sign) for
+    regressors; score="target": the user's target as given. Every image of a batch uses the
+    same N masks; each is scored with its own target.
+    """
+
+    def __init__(self, model: nn.Module, layer: Any = None, *, n_masks: int = 4000, grid: int = 7, p1: float = 0.5,
+                 score: ScoreMode = "probability", seed: int = 0, batch_size: BatchSize = "auto",
+                 progress: Progress | None = None):
+        super().__init__(model, layer=layer)
+        self.n_masks = check_positive_int(n_masks, "n_masks")
+        self.grid = check_positive_int(grid, "grid")
+        if not 0 < p1 < 1:
+            raise ValueError(f"p1 (probability that a grid cell is kept) must be in (0, 1); got {p1!r}")
+        if score not in ("probability", "target"):
+            raise ValueError(f"score must be 'probability' or 'target'; got {score!r}")
+        self.p1, self.score, self.seed = float(p1), score, seed
+        self.batch_size, self.progress = check_batch_size(batch_size), progress
+
+    def masks(self, size: tuple[int, int], device: torch.device | str = "cpu") -> RiseMasks:
+        """The masks this explainer uses for inputs of `size` on `device`."""
+        return rise_masks(self.n_masks, self.grid, self.p1, size, self.seed, device)
+
+    def _explain(self, x: torch.Tensor, target: Target) -> Attribution:
+        with torch.no_grad():
+            output = self.model(x)
+        bound = target.bind(output)
+        scorer = mask_target(bound, output, self.score)
+        batch, (h, w) = x.shape[0], x.shape[-2:]
+        masks = self.masks((h, w), x.device)
+        n_masks = self.n_masks
+        items = batch * n_masks  # sample-major: item t = image t // N, mask t % N
+        rows = torch.arange(batch, device=x.device).repeat_interleave(n_masks)
+
+        def make(start: int, stop: int) -> torch.Tensor:
+            t = torch.arange(start, stop, device=x.device)
+            return x[t // n_masks] * masks.take(t % n_masks)[:, None].to(x.dtype)
+
+        scores = score_items(self.model, items, make, scorer, rows, batch_size=self.batch_size, device=x.device,
+                             progress=self.progress).reshape(batch, n_masks)
+        saliency = torch.zeros(batch, h * w, device=x.device)
+        chunk = max(1, min(n_masks, 2**26 // max(h * w, 1)))
+        for start in range(0, n_masks, chunk):
+            idx = torch.arange(start, min(n_masks, start + chunk), device=x.device)
+            saliency += scores[:, idx] @ masks.take(idx).flatten(1)
+        maps = (saliency / (n_masks * self.p1)).reshape(batch, h, w)
+        return Attribution(
+            method=self.name, maps=maps, scores=bound(output).detach(), targets=bound.indices,
+            cost=Cost(forward_passes=batch + items, masks=items),
+            settings={"n_masks": n_masks, "grid": self.grid, "p1": self.p1, "score": score_label(scorer),
+                      "target": bound.description, "seed": self.seed},
+        )
