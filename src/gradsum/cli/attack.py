@@ -13,9 +13,8 @@ from .features import (
     load_images,
     load_model,
     parse_size,
-    save_figure,
-    save_json,
-    save_table,
+    save_tensor,
+    write_csv,
 )
 
 __all__ = ["register", "fgsm", "pgd", "deepfool", "universal", "fool"]
@@ -59,6 +58,7 @@ def _report(name: str, out: Path, model: Any, images: Any, adv: Any, labels: Any
     import pandas as pd
 
     from gradsum.adversarial._common import predict
+    from gradsum.run.store import save_figure, write_json
 
     clean_pred = predict(model, images)
     adv_pred = predict(model, adv)
@@ -68,14 +68,14 @@ def _report(name: str, out: Path, model: Any, images: Any, adv: Any, labels: Any
         "changed": (clean_pred != adv_pred).tolist(), "linf": d.abs().max(1).values.tolist(), "l2": d.norm(dim=1).tolist(),
         **(extra or {}),
     })
-    save_table(table, out / f"{name}.csv")
-    png = save_figure(_examples_figure(images, adv, clean_pred, adv_pred), out / f"{name}.png")
+    write_csv(out / f"{name}.csv", table)
+    png = save_figure(out / f"{name}.png", _examples_figure(images, adv, clean_pred, adv_pred))
     clean_acc = float((clean_pred == labels).float().mean())
     adv_acc = float((adv_pred == labels).float().mean())
     summary = {"attack": name, **settings, "images": len(ids), "labels": label_kind,
                "clean_accuracy": clean_acc, "adversarial_accuracy": adv_acc,
                "changed_rate": float((clean_pred != adv_pred).float().mean())}
-    save_json(summary, out / f"{name}.json")
+    write_json(out / f"{name}.json", summary)
     typer.echo(f"{name}: accuracy ({label_kind} labels) {clean_acc:.3f} -> {adv_acc:.3f} on {len(ids)} images; "
                f"prediction changed for {summary['changed_rate']:.3f}; wrote {png}")
 
@@ -217,6 +217,7 @@ def universal(
 
     import gradsum.adversarial as ga
     from gradsum.features._plot import tile_figure
+    from gradsum.run.store import save_figure, write_json
 
     hw = parse_size(size)
     others = _parse_transfer(transfer)
@@ -227,13 +228,13 @@ def universal(
     res = ga.universal_perturbation(net, images, **kw)
     v = res.v[0]
     shown = torch.stack([(v / (2 * v.abs().max().clamp_min(1e-12)) + 0.5), (images[0] + v).clamp(0, 1), images[0]])
-    png = save_figure(tile_figure(shown, titles=["v (scaled)", "image + v", "image"], ncols=3, tile_inches=2.0,
-                                  title=res.summary()), out / "universal.png")
-    save_table(pd.DataFrame({"pass": range(1, len(res.history) + 1), "fooling_rate": res.history}), out / "universal.csv")
-    torch.save(res.v.cpu(), out / "universal_v.pt")
-    save_json({"model": model, **kw, "fooling_rate": res.fooling_rate, "target_rate": res.target_rate,
-               "reached": res.reached, "passes": res.passes, "norm": res.norm, "images": images.shape[0]},
-              out / "universal.json")
+    png = save_figure(out / "universal.png", tile_figure(shown, titles=["v (scaled)", "image + v", "image"], ncols=3,
+                                                         tile_inches=2.0, title=res.summary()))
+    write_csv(out / "universal.csv", pd.DataFrame({"pass": range(1, len(res.history) + 1), "fooling_rate": res.history}))
+    save_tensor(out / "universal_v.pt", res.v)
+    write_json(out / "universal.json", {"model": model, **kw, "fooling_rate": res.fooling_rate,
+                                        "target_rate": res.target_rate, "reached": res.reached, "passes": res.passes,
+                                        "norm": res.norm, "images": images.shape[0]})
     typer.echo(f"{res.summary()}; wrote {png}")
     if transfer:
         models = {"model": net}
@@ -241,8 +242,8 @@ def universal(
             models[name] = load_model(spec, w, num_classes, mean, std)
         tm = ga.transfer_matrix(models, images, eval_images=evals, perturbations={"model": res.v}, **kw)
         table = tm.table.reset_index()
-        save_table(table, out / "transfer.csv")
-        png = save_figure(tm.figure(), out / "transfer.png")
+        write_csv(out / "transfer.csv", table)
+        png = save_figure(out / "transfer.png", tm.figure())
         typer.echo(f"transfer matrix (rows: computed on, columns: fooling rate on):\n{tm.table.round(3).to_string()}\nwrote {png}")
 
 
@@ -271,6 +272,7 @@ def fool(
     import pandas as pd
 
     import gradsum.adversarial as ga
+    from gradsum.run.store import save_figure
 
     net = load_model(model, weights, num_classes, mean, std)
     hw = parse_size(size)
@@ -283,11 +285,11 @@ def fool(
 
         res = ga.fooling_image(net, torch.full((n,), target), image_size=hw or (64, 64), level=level,
                                alpha=alpha, max_steps=max_steps, seed=seed)
-    save_table(pd.DataFrame({"id": ids, "target": res.target.tolist(), "probability": res.probability.tolist(),
-                             "steps": res.steps.tolist(), "reached": res.reached.tolist(),
-                             "linf": (res.images - res.start).flatten(1).abs().max(1).values.tolist()}),
-               out / "fool.csv")
-    png = save_figure(res.figure(), out / "fool.png")
+    write_csv(out / "fool.csv", pd.DataFrame({
+        "id": ids, "target": res.target.tolist(), "probability": res.probability.tolist(),
+        "steps": res.steps.tolist(), "reached": res.reached.tolist(),
+        "linf": (res.images - res.start).flatten(1).abs().max(1).values.tolist()}))
+    png = save_figure(out / "fool.png", res.figure())
     typer.echo(f"{int(res.reached.sum())}/{len(ids)} images reached p(class {target}) >= {level}; "
                f"steps {res.steps.tolist()}; wrote {png}")
 

@@ -2,9 +2,6 @@
 maximally activating dataset patches, written as PNG + CSV/Parquet into a run folder."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +9,8 @@ import typer
 
 from ._common import UserError, user_errors
 
-__all__ = ["register", "filters", "maps", "maximize", "patches"]
+__all__ = ["register", "filters", "maps", "maximize", "patches", "load_model", "load_images", "parse_size",
+           "parse_indices", "write_csv", "save_tensor"]
 
 features_app = typer.Typer(
     help="What layers respond to: filters, feature maps, activation maximisation, dataset patches.",
@@ -111,37 +109,24 @@ def load_images(data: str, size: tuple[int, int] | None, limit: int | None, star
     return images, [s.id for s in samples], [s.target for s in samples]
 
 
-def _atomic(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+def write_csv(path: Path, frame: Any) -> Path:
+    """A DataFrame as CSV, written atomically (Parquet tables: gradsum.run.runner.write_table)."""
+    from gradsum.run.store import write_text
+
+    return write_text(path, frame.to_csv(index=False))
 
 
-def save_figure(fig: Any, path: Path) -> Path:
-    """Write a matplotlib Figure as PNG (atomically)."""
-    return _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+def save_tensor(path: Path, tensor: Any) -> Path:
+    """torch.save of a (CPU) tensor, written atomically."""
+    import io
 
+    import torch
 
-def save_table(df: Any, path: Path) -> Path:
-    """Write a DataFrame as CSV or Parquet by suffix (atomically)."""
-    if path.suffix == ".parquet":
-        return _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
-    return _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    from gradsum.run.store import write_bytes
 
-
-def save_json(obj: dict[str, Any], path: Path) -> Path:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
-
-    return _atomic(path, write)
+    buf = io.BytesIO()
+    torch.save(tensor.detach().cpu(), buf)
+    return write_bytes(path, buf.getvalue())
 
 
 def _safe(name: str) -> str:
@@ -167,16 +152,17 @@ def filters(
     import pandas as pd
 
     import gradsum.features as gf
+    from gradsum.run.store import save_figure
 
     net = load_model(model, weights, num_classes)
     grid = gf.filter_grid(net, layer, max_tiles=max_tiles)
     name = _safe(grid.layer)
-    png = save_figure(grid.figure(), out / f"filters_{name}.png")
+    png = save_figure(out / f"filters_{name}.png", grid.figure())
     w = dict(net.named_modules())[grid.layer].weight.detach().float()
     rows = [{"layer": grid.layer, "filter": f, "in_channel": c, "l2_norm": float(w[f, c].norm()),
              "min": float(w[f, c].min()), "max": float(w[f, c].max())}
             for f in range(w.shape[0]) for c in range(w.shape[1])]
-    save_table(pd.DataFrame(rows), out / f"filters_{name}.csv")
+    write_csv(out / f"filters_{name}.csv", pd.DataFrame(rows))
     typer.echo(f"{grid.title}: wrote {png} and filters_{name}.csv")
 
 
@@ -197,11 +183,12 @@ def maps(
     Example: gradsum features maps --model digitsnet --data digits --layer features.act1 --out runs/feat
     """
     import gradsum.features as gf
+    from gradsum.run.store import save_figure
 
     net = load_model(model, weights, num_classes)
     images, ids, _ = load_images(data, parse_size(size), 1, start=index)
     fm = gf.feature_maps(net, images[0], layer)
-    png = save_figure(fm.figure(), out / f"maps_{_safe(fm.layer)}_{index}.png")
+    png = save_figure(out / f"maps_{_safe(fm.layer)}_{index}.png", fm.figure())
     typer.echo(f"{fm.layer}: {fm.maps.shape[0]} maps of {fm.maps.shape[1]}x{fm.maps.shape[2]} for sample {ids[0]}; wrote {png}")
 
 
@@ -226,9 +213,9 @@ def maximize(
     Example: gradsum features maximize --model potholenet --weights best.pt --layer features.act3 --channels 0-15 --size 66x200 --out runs/feat
     """
     import pandas as pd
-    import torch
 
     import gradsum.features as gf
+    from gradsum.run.store import save_figure
 
     net = load_model(model, weights, num_classes)
     idx = parse_indices(channels) or [0]
@@ -247,12 +234,12 @@ def maximize(
         raise UserError(f"--objective must be channel, neuron, dense or class; got {objective!r}")
     res = gf.maximize(net, obj, image_size=hw, preset=preset, steps=steps, seed=seed)
     name = _safe("output" if objective == "class" or not layer else layer)
-    png = save_figure(res.figure(), out / f"maximize_{name}.png")
+    png = save_figure(out / f"maximize_{name}.png", res.figure())
     table = pd.DataFrame({"layer": layer or "output", "objective": objective, "index": idx, "label": res.labels,
                           "start_value": res.history[0].tolist(), "final_value": res.values.tolist(),
                           "preset": preset, "steps": res.settings["steps"], "seed": seed})
-    save_table(table, out / f"maximize_{name}.csv")
-    torch.save(res.images.cpu(), out / f"maximize_{name}.pt")
+    write_csv(out / f"maximize_{name}.csv", table)
+    save_tensor(out / f"maximize_{name}.pt", res.images)
     typer.echo(f"{obj.description}: objective {float(res.history[0].mean()):.3g} -> {float(res.values.mean()):.3g} "
                f"(mean of {len(idx)}); wrote {png}")
 
@@ -282,6 +269,8 @@ def patches(
     from gradsum.data import load_dataset, parse_spec
     from gradsum.data.transforms import Resize
     from gradsum.features.patches import top_patches
+    from gradsum.run.runner import write_table
+    from gradsum.run.store import save_figure
 
     net = load_model(model, weights, num_classes)
     kw: dict[str, Any] = {}
@@ -295,7 +284,7 @@ def patches(
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     res = top_patches(net, layer, dataset, k=k, channels=parse_indices(channels), batch_size=batch_size)
     name = _safe(res.layer)
-    png = save_figure(res.figure(channels=res.channels[:show]), out / f"patches_{name}.png")
+    png = save_figure(out / f"patches_{name}.png", res.figure(channels=res.channels[:show]))
     ids = [getattr(dataset[i], "id", str(i)) for i in sorted(set(res.index.flatten().tolist()))]
     id_of = dict(zip(sorted(set(res.index.flatten().tolist())), ids, strict=True))
     rows = [{"layer": res.layer, "channel": ch, "rank": r, "value": float(res.values[i, r]),
@@ -303,7 +292,7 @@ def patches(
              "x": int(res.x[i, r]), "box_y0": int(res.boxes[i, r, 0]), "box_x0": int(res.boxes[i, r, 1]),
              "box_y1": int(res.boxes[i, r, 2]), "box_x1": int(res.boxes[i, r, 3])}
             for i, ch in enumerate(res.channels) for r in range(res.values.shape[1])]
-    save_table(pd.DataFrame(rows), out / f"patches_{name}.parquet")
+    write_table(out / f"patches_{name}.parquet", pd.DataFrame(rows))
     f = res.field_
     typer.echo(f"{res.layer}: top-{res.values.shape[1]} of {res.images_seen} images for {len(res.channels)} channels; "
                f"receptive field {f.size[0]}x{f.size[1]} ({f.method}), jump {f.jump[0]}; wrote {png}")
