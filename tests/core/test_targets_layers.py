@@ -133,3 +133,12 @@ def test_batched_scores_bad_arguments():
         batched_scores(nn.Identity(), 2, lambda a, b: torch.zeros(b - a, 1), lambda o, a, b: o, batch_size=0)
     with pytest.raises(ValueError, match="one per input"):
         batched_scores(nn.Identity(), 2, lambda a, b: torch.zeros(b - a, 1), lambda o, a, b: o[:1], batch_size=2)
+
+
+def test_regression_target_with_the_sign_of_each_prediction():
+    out = torch.tensor([[0.5], [-0.25], [0.0]])
+    bound = gs.RegressionTarget(sign="prediction").bind(out)
+    assert bound(out).tolist() == [0.5, 0.25, 0.0]
+    perturbed = torch.tensor([[1.0], [1.0]])
+    assert bound(perturbed, torch.tensor([1, 0])).tolist() == [-1.0, 1.0]  # row 0 copies image 1 (negative)
+    assert bound.select(torch.tensor([1, 1])).sign.tolist() == [-1.0, -1.0]

@@ -254,3 +254,19 @@ def test_shape_and_dtype_invariants(batch, height, width, method):
     assert attr.maps.dtype == x.dtype
     assert torch.isfinite(attr.normalized()).all()
     assert attr.normalized().min() >= 0 and attr.normalized().max() <= 1
+
+
+def test_prediction_sign_target_explains_each_image_in_its_own_direction(images):
+    from testmodels import GapLinear
+
+    torch.manual_seed(5)
+    model = GapLinear(num_classes=1).eval()
+    with torch.no_grad():
+        pred = model(images)[:, 0]
+    both = gs.explainer("cam", model, layer="features.3")(images, target=gs.RegressionTarget(sign="prediction"))
+    up = gs.explainer("cam", model, layer="features.3")(images, target=gs.RegressionTarget(sign=1))
+    down = gs.explainer("cam", model, layer="features.3")(images, target=gs.RegressionTarget(sign=-1))
+    for i in range(images.shape[0]):
+        expected = up.maps[i] if pred[i] >= 0 else down.maps[i]
+        torch.testing.assert_close(both.maps[i], expected)
+    assert (both.scores >= 0).all()

@@ -61,7 +61,7 @@ class BoundTarget:
         indices: torch.Tensor | None,
         score: str,
         description: str,
-        sign: int = 1,
+        sign: int | torch.Tensor = 1,
     ):
         self._fn = fn
         self.indices = indices
@@ -79,7 +79,8 @@ class BoundTarget:
             return self._fn(output, rows if sub is None else rows[sub])
 
         indices = None if self.indices is None else self.indices[rows.to(self.indices.device)]
-        return BoundTarget(fn, indices, self.score, self.description, self.sign)
+        sign = self.sign[rows.to(self.sign.device)] if isinstance(self.sign, torch.Tensor) else self.sign
+        return BoundTarget(fn, indices, self.score, self.description, sign)
 
     def __repr__(self) -> str:
         return f"BoundTarget({self.description})"
@@ -168,13 +169,14 @@ class LogProbabilityTarget(ClassTarget):
 
 
 class RegressionTarget(Target):
-    """Explain regression output `index` times `sign` (+1: what pushes the output up,
-    -1: what pushes it down). For a steering model with positive = right, sign=+1 explains
-    steering right."""
+    """Explain regression output `index` times `sign`: +1 shows what pushes the output up,
+    -1 what pushes it down, "prediction" uses each image's own predicted sign (what makes
+    the model predict what it predicts: for steering, what it steers by, left or right).
+    For a steering model with positive = right, sign=+1 explains steering right."""
 
-    def __init__(self, index: int = 0, sign: int = 1):
-        if sign not in (1, -1):
-            raise ValueError(f"sign must be +1 or -1; got {sign!r}")
+    def __init__(self, index: int = 0, sign: int | str = 1):
+        if sign not in (1, -1, "prediction"):
+            raise ValueError(f"sign must be +1, -1 or 'prediction'; got {sign!r}")
         self.index = int(index)
         self.sign = sign
 
@@ -185,13 +187,22 @@ class RegressionTarget(Target):
                 f"regression output index {self.index} is out of range: the model has "
                 f"{flat.shape[1]} outputs (valid indices 0..{flat.shape[1] - 1})"
             )
-        index, sign = self.index, self.sign
+        index = self.index
+        if self.sign == "prediction":
+            signs: int | torch.Tensor = torch.where(flat[:, index].detach() < 0, -1.0, 1.0).to(flat.dtype)
+            label = f"output {index} (sign of the prediction)"
+        else:
+            signs = int(self.sign)
+            label = f"output {index} ({'+' if signs > 0 else '-'})"
 
         def fn(out: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-            return sign * _flat_outputs(out)[:, index]
+            values = _flat_outputs(out)[:, index]
+            if isinstance(signs, torch.Tensor):
+                return values * (signs if rows is None else signs[rows]).to(values.device)
+            return signs * values
 
         idx = torch.full((flat.shape[0],), index, device=flat.device, dtype=torch.long)
-        return BoundTarget(fn, idx, "output", f"output {index} ({'+' if sign > 0 else '-'})", sign)
+        return BoundTarget(fn, idx, "output", label, signs)
 
 
 class SegmentationTarget(Target):

@@ -182,7 +182,10 @@ def cam_map(acts: torch.Tensor, grads: torch.Tensor | None, ctx: CamContext) -> 
     if ctx.target.indices is None:
         raise ValueError("cam needs a class or output index target, not a callable target")
     weights = head.weight[ctx.target.indices.to(head.weight.device)].to(acts.dtype)
-    return (ctx.target.sign * _weighted_sum(weights, acts)).clamp_min(0)
+    sign = ctx.target.sign
+    if isinstance(sign, torch.Tensor):  # one sign per image (RegressionTarget(sign="prediction"))
+        sign = sign.to(acts.dtype)[:, None, None]
+    return (sign * _weighted_sum(weights, acts)).clamp_min(0)
 
 
 def fuse_layer_maps(maps: Sequence[torch.Tensor], fusion: Fusion = "mean") -> torch.Tensor:

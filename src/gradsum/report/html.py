@@ -35,8 +35,9 @@ class ReportSpec:
         self._last()["text"].append(paragraph)
         return self
 
-    def figure(self, path: str, caption: str) -> ReportSpec:
-        self._last()["figures"].append({"path": path, "caption": caption})
+    def figure(self, path: str, caption: str, wide: bool = False) -> ReportSpec:
+        """A PNG of the run; wide figures take a whole row (galleries, grids)."""
+        self._last()["figures"].append({"path": path, "caption": caption, "wide": wide})
         return self
 
     def table(self, path: str, caption: str = "", columns: list[str] | None = None, max_rows: int = 60,
@@ -92,7 +93,8 @@ def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             path = run_dir / f["path"]
             if not path.is_file():
                 raise FileNotFoundError(f"report figure {path} is missing; re-run the job that writes it")
-            figures.append({"caption": f["caption"], "data": base64.b64encode(path.read_bytes()).decode("ascii")})
+            figures.append({"caption": f["caption"], "wide": f.get("wide", False),
+                            "data": base64.b64encode(path.read_bytes()).decode("ascii")})
         tables = []
         for t in s["tables"]:
             frame = _read(run_dir / t["path"])

@@ -118,14 +118,20 @@ def epoch_lines(summary: pd.DataFrame, table: LabelTable, *, column: str = "pool
     colors = category_colors(table)
     fig = _figure(5.5, 3.4)
     ax = fig.subplots()
+    drawn = 0
     for category, sub in rows.groupby("category", sort=False):
         if sub[column].notna().any():
             ax.plot(sub["epoch"], sub[column], marker="o", label=str(category),
                     color=colors.get(str(category), None))
+            drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no heatmap mass at any epoch\n(all maps are zero after ReLU)", ha="center", va="center",
+                transform=ax.transAxes)
     ax.set_xlabel("training epoch")
     ax.set_ylabel(COLUMN_LABELS.get(column, column))
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    if drawn:
+        ax.legend(fontsize=7, ncol=2)
     return fig
 
 

@@ -31,12 +31,13 @@ EVAL_METHODS = ["gradcam", "gradcam++", "scorecam", "integrated-gradients", "ful
 class DemoConfig:
     """Sizes of the demo; `quick()` is the 2-minute version."""
 
-    size: tuple[int, int] = (66, 200)
+    size: tuple[int, int] = (66, 200)  # PilotNet's input
+    pothole_size: tuple[int, int] = (64, 128)
     steer_train: int = 1600
     steer_epochs: int = 6
-    pothole_train: int = 1200
-    pothole_epochs: int = 6
-    test: int = 160
+    pothole_train: int = 900
+    pothole_epochs: int = 5
+    test: int = 120
     baseline: int = 10
     gallery: int = 6
     seed: int = 0
@@ -45,14 +46,17 @@ class DemoConfig:
     method_options: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"integrated-gradients": {"steps": 16}})
     eval_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "integrated-gradients": {"steps": 16}, "rise": {"n_masks": 2000}, "extremal": {"iterations": 300}})
+        "integrated-gradients": {"steps": 16}, "rise": {"n_masks": 1000}, "extremal": {"iterations": 150}})
+    curve_steps: int = 50  # deletion / insertion points per curve
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(steer_train=500, steer_epochs=3, pothole_train=500, pothole_epochs=4, test=64, baseline=3,
-                   gallery=4, eval_images=8, sanity_images=8,
-                   eval_options={"integrated-gradients": {"steps": 8}, "rise": {"n_masks": 500},
-                                 "extremal": {"iterations": 100}})
+        return cls(pothole_size=(48, 96), steer_train=400, steer_epochs=3, pothole_train=300, pothole_epochs=3,
+                   test=40, baseline=3,
+                   gallery=4, eval_images=4, sanity_images=6, curve_steps=16,
+                   method_options={"integrated-gradients": {"steps": 8}},
+                   eval_options={"integrated-gradients": {"steps": 8}, "rise": {"n_masks": 200},
+                                 "extremal": {"iterations": 40}})
 
 
 class _Log:
@@ -87,7 +91,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
     log = _Log(echo)
     write_json(out / "demo_config.json", asdict(cfg))
     spec = ReportSpec("gradsum demo: what do road models look at?",
-                      f"synthetic road scenes {cfg.size[0]}x{cfg.size[1]}, seed {cfg.seed}, "
+                      f"synthetic road scenes ({cfg.size[0]}x{cfg.size[1]} for steering, {cfg.pothole_size[0]}x"
+                      f"{cfg.pothole_size[1]} for potholes), seed {cfg.seed}, "
                       f"{'quick' if cfg.steer_train < 1000 else 'full'} run")
     table = gs.data.ROADS if hasattr(gs.data, "ROADS") else gs.semantic.ROADS
     size = cfg.size
@@ -97,10 +102,11 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
     cached = gs.train.CachedDataset  # each scene is generated once, then reused by every epoch and pass
     steer_train = cached(gs.data.RoadScenes(cfg.steer_train, size=size, seed=cfg.seed, task="steering"))
     steer_test = cached(gs.data.RoadScenes(cfg.test, size=size, seed=cfg.seed + 1000, task="steering"))
-    clean_train = cached(gs.data.RoadScenes(cfg.pothole_train, size=size, seed=cfg.seed + 1, task="pothole"))
-    shortcut_train = cached(gs.data.RoadScenes(cfg.pothole_train, size=size, seed=cfg.seed + 2, task="pothole",
+    psize = cfg.pothole_size
+    clean_train = cached(gs.data.RoadScenes(cfg.pothole_train, size=psize, seed=cfg.seed + 1, task="pothole"))
+    shortcut_train = cached(gs.data.RoadScenes(cfg.pothole_train, size=psize, seed=cfg.seed + 2, task="pothole",
                                                shortcut=1.0))
-    pothole_test = cached(gs.data.RoadScenes(cfg.test, size=size, seed=cfg.seed + 2000, task="pothole"))
+    pothole_test = cached(gs.data.RoadScenes(cfg.test, size=psize, seed=cfg.seed + 2000, task="pothole"))
     examples = gs.data.samples.collate([shortcut_train[i] for i in range(8)])
     save_figure(out / "figures/data_scenes.png", scene_grid(
         examples.images, examples.segmentations, table,
@@ -113,7 +119,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
         f"with much vegetation, roads with potholes with little), and {cfg.test} held-out scenes of each task "
         "(no shortcut) for explanations and profiles.",
     ]).figure("figures/data_scenes.png", "Training scenes with a shortcut and their segmentations (pothole label "
-                                         "and vegetation pixel share above each)")
+                                         "and vegetation pixel share above each)", wide=True)
 
     # 2. training -----------------------------------------------------------------------------
     log("training PilotNet (steering)")
@@ -166,7 +172,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
                   if output.shape[1] == 1 else
                   [f"pred {int(o)} (true {int(t)})" for o, t in zip(output.argmax(1), batch.targets, strict=True)])
         save_figure(out / f"figures/gallery_{name}.png", gs.viz.grid(batch.images, res, titles=titles))
-        spec.figure(f"figures/gallery_{name}.png", f"{name}: methods x held-out scenes")
+        spec.figure(f"figures/gallery_{name}.png", f"{name}: methods (rows) x held-out scenes (columns)", wide=True)
 
     # 4. GradSUM ------------------------------------------------------------------------------
     log("GradSUM: pothole classifiers with and without the shortcut")
@@ -209,11 +215,12 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
                         "value_mean"], max_rows=100, query="level == 'category' and images > 0")
 
     log("GradSUM: steering model per training epoch")
+    steer_target = gs.RegressionTarget(0, sign="prediction")  # what it steers by, whichever the direction
     epoch_profiles = []
     for k, ckpt in enumerate(h_steer.checkpoints, start=1):
         net = gs.models.load(ckpt, model=gs.models.build("pilotnet"))
         epoch_profiles.append(gs.gradsum(net, steer_test, method="gradcam", layer=gs.models.default_layer_for(net),
-                                         model_name="pilotnet", epoch=k))
+                                         target=steer_target, model_name="pilotnet", epoch=k))
     steer_profile = epoch_profiles[0]
     for p in epoch_profiles[1:]:
         steer_profile = steer_profile.concat(p)
@@ -222,7 +229,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
     save_figure(out / "figures/steering_epochs.png", epoch_lines(
         steer_summary, table, column="pooled_share", title="PilotNet, Grad-CAM: share of the heatmap per epoch"))
     spec.section("epochs", "How the steering model's attention changes during training", [
-        "GradSUM of the PilotNet checkpoint saved after each epoch, on the same held-out scenes.",
+        "GradSUM of the PilotNet checkpoint saved after each epoch, on the same held-out scenes. Each image is "
+        "explained in the direction of its own prediction (what makes the model steer the way it steers).",
     ]).figure("figures/steering_epochs.png", "Share of the Grad-CAM heatmap per category after each training epoch")
 
     log("per-image panels")
@@ -259,7 +267,8 @@ def _evaluation(out: Path, spec: Any, cfg: DemoConfig, model: torch.nn.Module, t
     boxed = with_boxes(test, cfg.eval_images)
     result = gs.metrics.benchmark(model, boxed, methods, layer=layer, target=1, batch_size=8, seed=cfg.seed,
                                   method_options=cfg.eval_options,
-                                  metric_options={"deletion": {"deletion_substrate": "blur"}})
+                                  metric_options={"deletion": {"deletion_substrate": "blur", "steps": cfg.curve_steps},
+                                                  "drop": {"substrate": "blur"}, "increase": {"substrate": "blur"}})
     evaluation_section(out, spec, result, title="Evaluation: which heatmap is right?", intro=(
         "The pothole classifier (no shortcut) explained for the 'pothole' class on held-out scenes with "
         "potholes; the ground truth is the pothole boxes. EBPG: share of the heatmap energy inside the boxes; "
