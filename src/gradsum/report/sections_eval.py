@@ -46,8 +46,9 @@ def evaluation_section(out: Path, spec: ReportSpec, result: Any, *, title: str =
         "top-n pixels inside the boxes, n = box area), faithfulness (Drop/Increase: confidence when only the top "
         "15% pixels are kept; deletion/insertion AUC of the class probability), cost per image. Mean over images "
         "and ± the 95% confidence half-width."),
-        f"Images: {settings.get('images', '?')}; target: {settings.get('target', 'predicted class')}; "
-        f"settings: {', '.join(f'{k}={v}' for k, v in settings.items() if k not in ('images', 'target'))}."[:600],
+        f"{result.per_image['sample'].nunique()} images; layer {settings.get('layer')}; seed {settings.get('seed')}; "
+        f"method options {settings.get('method_options') or 'defaults'}; metric options "
+        f"{settings.get('metric_options') or 'defaults'}.",
     ])
     spec.table(f"tables/{prefix}benchmark.parquet", "Methods x metrics", digits=3)
     if result.curves:
