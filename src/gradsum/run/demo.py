@@ -35,19 +35,19 @@ class DemoConfig:
     pothole_size: tuple[int, int] = (64, 128)
     steer_train: int = 1600
     steer_epochs: int = 6
-    pothole_train: int = 900
+    pothole_train: int = 800
     pothole_epochs: int = 5
     test: int = 120
     baseline: int = 10
     gallery: int = 6
     seed: int = 0
-    eval_images: int = 24
+    eval_images: int = 8
     sanity_images: int = 16
     method_options: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"integrated-gradients": {"steps": 16}})
     eval_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "integrated-gradients": {"steps": 16}, "rise": {"n_masks": 1000}, "extremal": {"iterations": 150}})
-    curve_steps: int = 50  # deletion / insertion points per curve
+        "integrated-gradients": {"steps": 16}, "rise": {"n_masks": 500}, "extremal": {"iterations": 60}})
+    curve_steps: int = 25  # deletion / insertion points per curve
 
     @classmethod
     def quick(cls) -> DemoConfig:
