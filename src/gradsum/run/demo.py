@@ -73,7 +73,7 @@ def _train(name: str, model: torch.nn.Module, train: Any, val: Any, task: str, e
     import gradsum as gs
 
     return gs.train.fit(model, train, val, task=task, epochs=epochs, batch_size=32, lr=lr, seed=seed,
-                        out=out / "models" / name, progress=True)
+                        out=out / "models" / name, progress=True, reinit=True)  # seeded initialisation
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[str], None] = print) -> Path:
