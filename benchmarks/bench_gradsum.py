@@ -48,13 +48,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="pilotnet", help="pilotnet | potholenet | digitsnet")
     args = parser.parse_args()
 
     ds = gs.data.RoadScenes(args.n, size=(66, 200), seed=0, task="steering")
     data = InMemory([ds[i] for i in range(len(ds))], ds.label_table)
     collate([data[0]])
     torch.manual_seed(0)
-    model = gs.models.build("pilotnet")
+    model = gs.models.build(args.model)
     layer = gs.models.default_layer_for(model)
 
     def time_it(fn):
@@ -68,7 +69,7 @@ def main() -> None:
 
     bare = time_it(lambda: bare_passes(model, data, layer, args.batch_size))
     full = time_it(lambda: gs.gradsum(model, data, method="gradcam", layer=layer, batch_size=args.batch_size))
-    print(f"# GradSUM over {args.n} road scenes (66x200, PilotNet, Grad-CAM on {layer}), batch {args.batch_size}")
+    print(f"# GradSUM over {args.n} road scenes (66x200, {args.model}, Grad-CAM on {layer}), batch {args.batch_size}")
     print(f"bare forward + partial backward: {bare:.2f} s ({args.n / bare:.0f} images/s)")
     print(f"gs.gradsum (explain + profile tables): {full:.2f} s ({args.n / full:.0f} images/s)")
     print(f"ratio gradsum / bare passes = {full / bare:.2f}  (target <= 1.2)")

@@ -10,8 +10,8 @@ ReLU(M)), with P_k = [S == k] and N_k = sum P_k (Chalom & Klein, GradSUM slides)
     enrichment  share_k / (100 N_k / HW)              (1 = attended as often as it occurs)
 
 A category (group) sums the numerators and denominators of its labels; it is not an
-average of label percentages. Sums are accumulated in float64 on the maps' device with one
-scatter-add per batch (a bincount of pixels, activation and above-threshold counts at once).
+average of label percentages. Sums are accumulated in float64 on the maps' device: one
+index_add for the activation, integer bincounts for pixels and above-threshold counts.
 """
 from __future__ import annotations
 
@@ -63,16 +63,16 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
     n_labels = len(index.table)
     pos = index.dense(segmentations.to(maps.device), source)
     flat = (pos + n_labels * torch.arange(b, device=maps.device)[:, None, None]).reshape(-1)
-    values = maps.reshape(-1).double()
-    # one scatter for the three sums: [pixel count, activation, above threshold]
-    columns = torch.stack([torch.ones_like(values), values, (values > threshold).double()], dim=1)
-    sums = torch.zeros(b * n_labels, 3, dtype=torch.float64, device=maps.device).index_add_(0, flat, columns)
-    sums = sums.reshape(b, n_labels, 3)
+    values = maps.reshape(-1)
+    size = b * n_labels
+    mass = torch.zeros(size, dtype=torch.float64, device=maps.device).index_add_(0, flat, values.double())
+    pixels = torch.bincount(flat, minlength=size).double()  # integer counts: exact
+    above = torch.bincount(flat, weights=(values > threshold).to(maps.dtype), minlength=size).double()
     return LabelSums(
-        sums[..., 0],
-        sums[..., 1],
-        sums[..., 2],
-        values.reshape(b, -1).sum(dim=1),
+        pixels.reshape(b, n_labels),
+        mass.reshape(b, n_labels),
+        above.reshape(b, n_labels),
+        mass.reshape(b, n_labels).sum(dim=1),
         torch.full((b,), float(maps.shape[-1] * maps.shape[-2]), dtype=torch.float64, device=maps.device),
     )
 
