@@ -2,18 +2,14 @@
 every image decodes, the expected headings are there."""
 from __future__ import annotations
 
-import os
-import shutil
-
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from browser import needs_chromium, open_page
 from gradsum.report import ReportSpec, render_report
 from gradsum.run.runner import write_table
 from gradsum.run.store import save_figure
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def make_run(tmp_path):
@@ -49,26 +45,9 @@ def test_missing_figure_or_spec_is_named(tmp_path):
         render_report(tmp_path)
 
 
-@pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
-                    reason="headless Chromium not installed (.ci/run installs it)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    report = make_run(tmp_path)
-    assert CHROMIUM is not None, "chromium is required in CI"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(report.as_uri())
-            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
-        finally:
-            browser.close()
+    errors, images, headings = open_page(make_run(tmp_path))
     assert errors == []
     assert images and all(done and width > 0 for done, width in images)
     assert headings == ["Data", "GradSUM profile"]

@@ -3,15 +3,13 @@ section, and it renders in headless Chromium with all images decoded."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pandas as pd
 import pytest
 
+from browser import needs_chromium, open_page
 from gradsum.run.demo import DemoConfig, run_demo
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TINY = DemoConfig(steer_train=48, steer_epochs=2, pothole_train=48, pothole_epochs=1, test=16, baseline=1,
                   gallery=2, eval_images=2, sanity_images=2,
                   method_options={"integrated-gradients": {"steps": 4}},
@@ -45,26 +43,10 @@ def test_demo_writes_every_stage(demo_run):
     assert verdict
 
 
-@pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
-                    reason="headless Chromium not installed (.ci/run installs it)")
+@needs_chromium
 def test_demo_report_renders_in_chromium(demo_run):
-    sync_api = pytest.importorskip("playwright.sync_api")
     out, report = demo_run
-    assert CHROMIUM is not None, "chromium is required in CI"
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(report.as_uri())
-            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
-        finally:
-            browser.close()
+    errors, images, headings = open_page(report)
     assert errors == []
     assert len(images) >= 10 and all(done and width > 0 for done, width in images)
     for heading in ("Data", "Models and training", "Heatmaps", "GradSUM profile", "Model and method comparison"):
