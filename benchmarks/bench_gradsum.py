@@ -43,11 +43,25 @@ def bare_passes(model, dataset, layer, batch_size):
             probe.gradients(scores, [layer])
 
 
+def interleaved_medians(fns, repeats: int) -> list[float]:
+    """Median seconds of each function, timed in turns (a, b, a, b, ...) after one warm-up
+    each, so a slow spell of the machine hits both sides alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) for bucket in times]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--model", default="pilotnet", help="pilotnet | potholenet | digitsnet")
     args = parser.parse_args()
 
@@ -58,17 +72,13 @@ def main() -> None:
     model = gs.models.build(args.model)
     layer = gs.models.default_layer_for(model)
 
-    def time_it(fn):
-        fn()
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+    def run_bare():
+        bare_passes(model, data, layer, args.batch_size)
 
-    bare = time_it(lambda: bare_passes(model, data, layer, args.batch_size))
-    full = time_it(lambda: gs.gradsum(model, data, method="gradcam", layer=layer, batch_size=args.batch_size))
+    def run_full():
+        gs.gradsum(model, data, method="gradcam", layer=layer, batch_size=args.batch_size)
+
+    bare, full = interleaved_medians([run_bare, run_full], args.repeats)
     print(f"# GradSUM over {args.n} road scenes (66x200, {args.model}, Grad-CAM on {layer}), batch {args.batch_size}")
     print(f"bare forward + partial backward: {bare:.2f} s ({args.n / bare:.0f} images/s)")
     print(f"gs.gradsum (explain + profile tables): {full:.2f} s ({args.n / full:.0f} images/s)")

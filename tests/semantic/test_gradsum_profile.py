@@ -152,3 +152,21 @@ def test_random_copy_leaves_original_untouched(gap_model):
     assert torch.equal(state, torch.random.get_rng_state())
     assert not torch.equal(copy.fc.weight, gap_model.fc.weight)
     assert torch.equal(copy.fc.weight, again.fc.weight)
+
+
+@pytest.mark.parametrize("mode", ["relu-minmax", "minmax", "maxabs", "sum"])
+def test_normalisation_folded_into_the_sums_equals_normalising_first(mode):
+    """label_sums folds min-max into the sums (scale * (sum m - lo * N), m > lo + t / scale);
+    it must equal normalising the maps first, including constant and all-negative maps."""
+    gen = torch.Generator().manual_seed(3)
+    maps = torch.randn(5, 7, 9, generator=gen, dtype=torch.float64)
+    maps[1] = 0.3  # constant
+    maps[2] = -maps[2].abs() - 0.1  # all negative: zeros after ReLU
+    maps[3] = maps[3].abs() + 2.0  # all positive: lo > 0
+    seg = torch.randint(-1, 4, (5, 7, 9), generator=gen)
+    index = LabelIndex.of(TABLE)
+    folded = label_sums(maps, seg, index, threshold=0.4, normalize=mode)
+    explicit = label_sums(gs.core.normalize.normalize_maps(maps, mode), seg, index, threshold=0.4)
+    for field in ("pixels", "above", "mass", "total_mass"):
+        torch.testing.assert_close(getattr(folded, field), getattr(explicit, field), rtol=1e-9, atol=1e-9)
+    assert folded.above.sum() > 0 and folded.pixels.sum() == 5 * 7 * 9

