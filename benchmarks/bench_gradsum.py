@@ -15,6 +15,7 @@ import torch
 
 import gradsum as gs
 from gradsum.core.layers import resolve_layers
+from gradsum.core.layout import prefers_channels_last
 from gradsum.core.probe import Probe, preserved_state
 from gradsum.data.samples import collate
 from gradsum.semantic.profile import iterate_batches
@@ -37,8 +38,11 @@ def bare_passes(model, dataset, layer, batch_size):
     target = gs.core.targets.resolve_target(None)
     with preserved_state(model):
         for batch in iterate_batches(dataset, batch_size):
+            images = batch.images
+            if prefers_channels_last(model, images):  # the same input layout as gs.explain uses
+                images = images.contiguous(memory_format=torch.channels_last)
             with Probe(model, resolve_layers(model, layer)) as probe:
-                out = model(batch.images)
+                out = model(images)
             scores = target.bind(out)(out)
             probe.gradients(scores, [layer])
 

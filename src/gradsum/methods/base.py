@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradsum.core.attribution import Attribution
+from gradsum.core.layout import in_preferred_layout
 from gradsum.core.probe import preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
 
-__all__ = ["Explainer", "check_input", "upsample"]
+__all__ = ["Explainer", "check_input", "contiguous_result", "upsample"]
 
 
 def check_input(x: Any, name: str = "x") -> torch.Tensor:
@@ -34,6 +35,15 @@ def check_input(x: Any, name: str = "x") -> torch.Tensor:
     if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values; clean the input before explaining it")
     return x
+
+
+def contiguous_result(attribution: Attribution) -> Attribution:
+    """The attribution with its tensors in the default layout (see `gradsum.core.layout`)."""
+    attribution.maps = attribution.maps.contiguous()
+    if attribution.input_maps is not None:
+        attribution.input_maps = attribution.input_maps.contiguous()
+    attribution.layer_maps = {name: m.contiguous() for name, m in attribution.layer_maps.items()}
+    return attribution
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -66,9 +76,9 @@ class Explainer:
         spec = resolve_target(target)
         start = time.perf_counter()
         with preserved_state(self.model, freeze=self.freeze_parameters):
-            attribution = self._explain(x, spec)
+            attribution = in_preferred_layout(self.model, x, lambda xin: self._explain(xin, spec))
         attribution.cost.seconds = time.perf_counter() - start
-        return attribution
+        return contiguous_result(attribution)
 
     def _explain(self, x: torch.Tensor, target: Any) -> Attribution:  # pragma: no cover - abstract
         raise NotImplementedError

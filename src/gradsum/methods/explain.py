@@ -10,9 +10,10 @@ from torch import nn
 
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.layers import AUTO
+from gradsum.core.layout import in_preferred_layout
 from gradsum.core.probe import preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
-from gradsum.methods.base import check_input
+from gradsum.methods.base import check_input, contiguous_result
 from gradsum.methods.cam import CAM_FUNCTIONS, compute_cams
 from gradsum.methods.registry import explainer, method_info
 
@@ -56,7 +57,9 @@ def explain(
     if cam_names:
         start = time.perf_counter()
         with preserved_state(model):
-            shared = compute_cams(model, x, spec, cam_names, layer, fusion=fusion)  # type: ignore[arg-type]
+            shared = in_preferred_layout(model, x, lambda xin: compute_cams(model, xin, spec, cam_names, layer,
+                                                                            fusion=fusion))  # type: ignore[arg-type]
+        shared = {name: contiguous_result(a) for name, a in shared.items()}
         seconds = time.perf_counter() - start
         shared[cam_names[0]].cost.seconds = seconds  # one Cost object, shared by all of them
         results.update(shared)

@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.batching import BatchSize, auto_batch_size
 from gradsum.core.layers import AUTO
+from gradsum.core.layout import like_layout
 from gradsum.core.targets import BoundTarget, FixedTarget, Target
 from gradsum.methods.base import Explainer
 from gradsum.methods.cam import compute_cams
@@ -59,6 +60,12 @@ def reduce_channels(maps: torch.Tensor, how: ChannelReduce) -> torch.Tensor:
 # --- guided ReLU -------------------------------------------------------------------------
 
 
+def _guided_backward(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """grad * 1[out > 0] * 1[grad > 0] in two passes: ReLU's own backward kernel
+    (threshold_backward) applied to max(grad, 0)."""
+    return torch.ops.aten.threshold_backward(grad.clamp_min(0), out, 0)
+
+
 class _GuidedReLUFunction(torch.autograd.Function):
     """ReLU whose backward passes only positive gradients through positive inputs:
     grad_in = grad_out * 1[x > 0] * 1[grad_out > 0] (Springenberg et al. 2015)."""
@@ -72,7 +79,7 @@ class _GuidedReLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        return grad * ((out > 0) & (grad > 0)).to(grad.dtype)
+        return _guided_backward(grad, out)
 
 
 class _GuidedReLUInplaceFunction(torch.autograd.Function):
@@ -88,7 +95,7 @@ class _GuidedReLUInplaceFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        return grad * ((out > 0) & (grad > 0)).to(grad.dtype)
+        return _guided_backward(grad, out)
 
 
 _RELU = {F.relu, torch.relu, torch.Tensor.relu}
@@ -377,16 +384,19 @@ class IntegratedGradients(GradientExplainer):
         alphas = alphas.to(x.device, x.dtype)
         weights = weights.to(x.device, x.dtype)
         baselines = make_baselines(x, self.baseline, seed=self.seed)
-        total = torch.zeros_like(x)
         b, n = x.shape[0], self.steps
+        size = auto_batch_size(x.device, n * b) if self.batch_size == "auto" else int(self.batch_size)
+        steps_per_chunk = max(1, size // b)  # path points of several steps per forward, step-major
+        total = torch.zeros_like(x)
         deltas = []
         for x0 in baselines:
             diff = x - x0
-            # step-major layout: row s*B + i is image i at alpha_s
-            path = (x0[None] + alphas[:, None, None, None, None] * diff[None]).reshape(n * b, *x.shape[1:])
-            path_rows = rows.repeat(n)
-            grads = _input_gradients(self.model, path, bound, path_rows, batch_size=self.batch_size)
-            avg = (weights[:, None, None, None, None] * grads.reshape(n, b, *x.shape[1:])).sum(dim=0)
+            avg = torch.zeros_like(x)  # sum_s w_s dF/dx(x0 + a_s diff), accumulated chunk by chunk
+            for s0 in range(0, n, steps_per_chunk):
+                a, w = alphas[s0 : s0 + steps_per_chunk], weights[s0 : s0 + steps_per_chunk]
+                path = like_layout((x0[None] + a[:, None, None, None, None] * diff[None]).reshape(-1, *x.shape[1:]), x)
+                grads = _input_gradients(self.model, path, bound, rows.repeat(len(a)), batch_size=self.batch_size)
+                avg += (w[:, None, None, None, None] * grads.reshape(len(a), b, *x.shape[1:])).sum(dim=0)
             ig = diff * avg
             total += ig
             if self.return_delta:
@@ -446,7 +456,7 @@ class SmoothGrad(GradientExplainer):
 
     def input_attributions(self, x, bound, rows):
         b, n = x.shape[0], self.n_samples
-        noisy = x.repeat_interleave(n, dim=0) + self.noise(x)
+        noisy = like_layout(x.repeat_interleave(n, dim=0) + self.noise(x), x)
         attr, cost = self.base.input_attributions(noisy, bound, rows.repeat_interleave(n))
         attr = attr.reshape(b, n, *x.shape[1:])
         if self.variant == "smoothgrad":
