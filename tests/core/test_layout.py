@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from testmodels import InplaceReuseCNN
 
 import gradsum as gs
 from gradsum.core import layout
+from testmodels import InplaceReuseCNN
 
 
 class ViewFlatten(nn.Module):

@@ -26,6 +26,15 @@ attack_app = typer.Typer(
 
 _MEAN_HELP = "Input normalisation mean the model expects (comma list); it is put inside the model so eps stay in pixel units."
 _STD_HELP = "Input normalisation std (comma list), with --mean."
+# options shared by every attack command (one definition, one help text)
+MODEL_OPTION = typer.Option(..., "--model", help=MODEL_HELP)
+WEIGHTS_OPTION = typer.Option(None, "--weights", help="Weights file (state dict).")
+LIMIT_OPTION = typer.Option(64, "--limit", help="Number of images.")
+SIZE_OPTION = typer.Option(None, "--size", help="Resize images to HxW.")
+MEAN_OPTION = typer.Option(None, "--mean", help=_MEAN_HELP)
+STD_OPTION = typer.Option(None, "--std", help=_STD_HELP)
+NUM_CLASSES_OPTION = typer.Option(None, "--num-classes", help="Outputs of the model(s), if not their default.")
+TARGET_OPTION = typer.Option(None, "--target", help="Targeted attack towards this class.")
 
 
 def _labels(model: Any, images: Any, targets: list[Any]) -> tuple[Any, str]:
@@ -84,17 +93,17 @@ def _report(name: str, out: Path, model: Any, images: Any, adv: Any, labels: Any
 @attack_app.command("fgsm")
 @user_errors
 def fgsm(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    model: str = MODEL_OPTION,
     data: str = typer.Option(..., "--data", help="Data SPEC, e.g. digits:split=test or roads:200:task=pothole."),
     out: Path = typer.Option(..., "--out", help="Run folder for fgsm.png/.csv/.json."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict)."),
+    weights: Path | None = WEIGHTS_OPTION,
     eps: float = typer.Option(8 / 255, "--eps", help="L-inf budget in pixel units [0,1]."),
-    target: int | None = typer.Option(None, "--target", help="Targeted attack towards this class."),
-    limit: int = typer.Option(64, "--limit", help="Number of images."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW."),
-    mean: str | None = typer.Option(None, "--mean", help=_MEAN_HELP),
-    std: str | None = typer.Option(None, "--std", help=_STD_HELP),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model, if not its default."),
+    target: int | None = TARGET_OPTION,
+    limit: int = LIMIT_OPTION,
+    size: str | None = SIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
 ) -> None:
     """Fast gradient sign method: x' = clip(x + eps * sign(grad loss)).
 
@@ -112,22 +121,22 @@ def fgsm(
 @attack_app.command("pgd")
 @user_errors
 def pgd(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    model: str = MODEL_OPTION,
     data: str = typer.Option(..., "--data", help="Data SPEC."),
     out: Path = typer.Option(..., "--out", help="Run folder for pgd.png/.csv/.json."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict)."),
+    weights: Path | None = WEIGHTS_OPTION,
     eps: float = typer.Option(8 / 255, "--eps", help="Budget: pixel units for inf, L2 length for 2."),
     alpha: float = typer.Option(2 / 255, "--alpha", help="Step size."),
     steps: int = typer.Option(10, "--steps", help="Number of steps."),
     norm: str = typer.Option("inf", "--norm", help="inf | 2."),
-    target: int | None = typer.Option(None, "--target", help="Targeted attack towards this class."),
+    target: int | None = TARGET_OPTION,
     random_start: bool = typer.Option(True, "--random-start/--no-random-start", help="Start from a random point of the ball."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random start."),
-    limit: int = typer.Option(64, "--limit", help="Number of images."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW."),
-    mean: str | None = typer.Option(None, "--mean", help=_MEAN_HELP),
-    std: str | None = typer.Option(None, "--std", help=_STD_HELP),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model, if not its default."),
+    limit: int = LIMIT_OPTION,
+    size: str | None = SIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
 ) -> None:
     """Projected gradient descent (L-inf or L2, targeted or not, random start).
 
@@ -148,18 +157,18 @@ def pgd(
 @attack_app.command("deepfool")
 @user_errors
 def deepfool(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    model: str = MODEL_OPTION,
     data: str = typer.Option(..., "--data", help="Data SPEC."),
     out: Path = typer.Option(..., "--out", help="Run folder for deepfool.png/.csv/.json."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict)."),
+    weights: Path | None = WEIGHTS_OPTION,
     overshoot: float = typer.Option(0.02, "--overshoot", help="Overshoot factor."),
     max_iter: int = typer.Option(50, "--max-iter", help="Maximum iterations per image."),
     candidates: int = typer.Option(10, "--candidates", help="Top classes considered."),
-    limit: int = typer.Option(64, "--limit", help="Number of images."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW."),
-    mean: str | None = typer.Option(None, "--mean", help=_MEAN_HELP),
-    std: str | None = typer.Option(None, "--std", help=_STD_HELP),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model, if not its default."),
+    limit: int = LIMIT_OPTION,
+    size: str | None = SIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
 ) -> None:
     """DeepFool: the smallest L2 step across the nearest linearised decision boundary.
 
@@ -191,10 +200,10 @@ def _parse_transfer(items: list[str]) -> list[tuple[str, str, Path | None]]:
 @attack_app.command("universal")
 @user_errors
 def universal(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    model: str = MODEL_OPTION,
     data: str = typer.Option(..., "--data", help="Data SPEC of the images v is computed on."),
     out: Path = typer.Option(..., "--out", help="Run folder for universal.png/.csv/.json (and transfer.*)."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict)."),
+    weights: Path | None = WEIGHTS_OPTION,
     xi: float = typer.Option(10 / 255, "--xi", help="Radius of v: pixel units for inf, L2 length for 2."),
     p: str = typer.Option("inf", "--p", help="inf | 2."),
     delta: float = typer.Option(0.2, "--delta", help="Target fooling rate is 1 - delta."),
@@ -203,10 +212,10 @@ def universal(
     eval_data: str | None = typer.Option(None, "--eval-data", help="Data SPEC for every fooling rate (default --data)."),
     transfer: list[str] = typer.Option([], "--transfer", help="Another model NAME=SPEC[@WEIGHTS] for the transfer matrix (repeat)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image order."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW."),
-    mean: str | None = typer.Option(None, "--mean", help=_MEAN_HELP),
-    std: str | None = typer.Option(None, "--std", help=_STD_HELP),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the models, if not their default."),
+    size: str | None = SIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
 ) -> None:
     """Universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) and, with --transfer, the cross-model matrix.
 
@@ -250,10 +259,10 @@ def universal(
 @attack_app.command("fool")
 @user_errors
 def fool(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
+    model: str = MODEL_OPTION,
     target: int = typer.Option(..., "--target", help="Class the images should be assigned to."),
     out: Path = typer.Option(..., "--out", help="Run folder for fool.png/.csv."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict)."),
+    weights: Path | None = WEIGHTS_OPTION,
     data: str | None = typer.Option(None, "--data", help="Start from these images (default: noise)."),
     n: int = typer.Option(4, "--n", help="Number of images."),
     size: str | None = typer.Option(None, "--size", help="Image size HxW (noise start: default 64x64)."),
@@ -261,9 +270,9 @@ def fool(
     alpha: float = typer.Option(1 / 255, "--alpha", help="Step size in pixel units."),
     max_steps: int = typer.Option(500, "--max-steps", help="Steps at most."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise start."),
-    mean: str | None = typer.Option(None, "--mean", help=_MEAN_HELP),
-    std: str | None = typer.Option(None, "--std", help=_STD_HELP),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model, if not its default."),
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
 ) -> None:
     """Fooling images: modify noise or real images until the model says --target with p > --level.
 

@@ -19,7 +19,6 @@ from gradsum.methods.explain import explain
 from gradsum.semantic.baseline import randomized_copy
 from gradsum.semantic.labels import CITYSCAPES, ROADS, VOC, LabelIndex, LabelTable
 from gradsum.semantic.profile import (
-    Columns,
     LabelSums,
     Profile,
     bootstrap_ci,
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = [
     "gradsum",
     "profile_batch",
-    "batch_columns",
     "batch_sums",
     "ProfileComputer",
     "table_of",
@@ -74,42 +72,25 @@ def _layer_spec(model: nn.Module, layer: Any) -> Any:
 def profile_batch(
     model: nn.Module,
     batch: Any,
-    table: LabelTable,
-    methods: Sequence[str],
-    *,
-    layer: Any = AUTO,
-    target: Any = None,
-    normalize: NormalizeMode = "relu-minmax",
-    threshold: float = 0.5,
-    options: dict[str, dict[str, Any]] | None = None,
-    context: dict[str, Any] | None = None,
-    device: torch.device | str | None = None,
-) -> pd.DataFrame:
-    """GradSUM rows for one collated batch: explain with every method (CAM methods sharing
-    one pass), then per-image, per-label and per-category sums. target="label" explains each
-    image's own label (classifiers)."""
-    import pandas as pd
-
-    return pd.DataFrame(batch_columns(model, batch, table, methods, layer=layer, target=target, normalize=normalize,
-                                      threshold=threshold, options=options, context=context, device=device))
-
-
-def batch_columns(
-    model: nn.Module,
-    batch: Any,
     table: LabelTable | LabelIndex,
     methods: Sequence[str],
     *,
     context: dict[str, Any] | None = None,
     **kwargs: Any,
-) -> Columns:
-    """`profile_batch` as numpy columns; keyword arguments as for `batch_sums`."""
+) -> pd.DataFrame:
+    """GradSUM rows for one collated batch: explain with every method (CAM methods sharing
+    one pass), then per-image, per-label and per-category sums; `context` values (model,
+    epoch...) become constant columns. Keyword arguments (layer, target, normalize,
+    threshold, options, device) as for `batch_sums`; target="label" explains each image's
+    own label (classifiers)."""
+    import pandas as pd
+
     index = table if isinstance(table, LabelIndex) else LabelIndex.of(table)
     sums = batch_sums(model, batch, index, methods, **kwargs)
-    return concat_columns([
+    return pd.DataFrame(concat_columns([
         profile_columns(s, index, batch.ids, {**(context or {}), "method": name}, per_image)
         for name, (s, per_image) in sums.items()
-    ])
+    ]))
 
 
 def batch_sums(
