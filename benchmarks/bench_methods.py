@@ -33,13 +33,21 @@ SIX_CAMS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "gradcam
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return interleaved_medians([fn], repeats)[0]
+
+
+def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, timed in turns (ours, peer, ours, peer, ...) after one
+    warm-up each, so a slow spell of this shared machine hits both sides alike."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) for bucket in times]
 
 
 def main() -> None:
@@ -51,6 +59,7 @@ def main() -> None:
     parser.add_argument("--ig-steps", type=int, default=16)
     parser.add_argument("--sg-samples", type=int, default=8)
     parser.add_argument("--layer", default="layer4")
+    parser.add_argument("--methods", default="all", help="comma list of methods to time (default all)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -76,12 +85,17 @@ def bench_batch(args: argparse.Namespace, batch: int, ours_model: torch.nn.Modul
 
     with torch.no_grad():
         forward = median_seconds(lambda: ours_model(x), args.repeats)
+        forward_nhwc = median_seconds(lambda: ours_model(x.contiguous(memory_format=torch.channels_last)), args.repeats)
 
+    wanted = None if args.methods == "all" else set(args.methods.split(","))
     for name, peer_cls in CAM_PEERS.items():
+        if wanted is not None and name not in wanted:
+            continue
         ours = gs.explainer(name, ours_model, layer=args.layer)
         peer = getattr(pgc, peer_cls)(model=peer_model, target_layers=[layer])
-        t_ours = median_seconds(lambda ours=ours: ours(x, target=targets), args.repeats)
-        t_peer = median_seconds(lambda peer=peer: peer(input_tensor=x, targets=peer_targets), args.repeats)
+        t_ours, t_peer = interleaved_medians([lambda ours=ours: ours(x, target=targets),
+                                              lambda peer=peer: peer(input_tensor=x, targets=peer_targets)],
+                                             args.repeats)
         peer.activations_and_grads.release()
         rows.append((name, t_ours, t_peer, "pytorch-grad-cam"))
 
@@ -103,22 +117,26 @@ def bench_batch(args: argparse.Namespace, batch: int, ours_model: torch.nn.Modul
                 nt_samples_batch_size=64)),
     }
     for name, (ours, peer_call) in gradient_cases.items():
-        t_ours = median_seconds(lambda ours=ours: ours(x, target=targets), args.repeats)
-        t_peer = median_seconds(peer_call, args.repeats)
+        if wanted is not None and name not in wanted:
+            continue
+        t_ours, t_peer = interleaved_medians([lambda ours=ours: ours(x, target=targets), peer_call], args.repeats)
         rows.append((name, t_ours, t_peer, "captum"))
 
-    gradcam = next(r[1] for r in rows if r[0] == "gradcam")
-    six = median_seconds(lambda: gs.explain(ours_model, x, methods=SIX_CAMS, layer=args.layer, target=targets),
-                         args.repeats)
+    gradcam = next((r[1] for r in rows if r[0] == "gradcam"), None)
 
-    print(f"\n## batch {batch}: one plain forward pass = {forward:.3f} s")
+    print(f"\n## batch {batch}: one plain forward pass = {forward:.3f} s "
+          f"({forward_nhwc:.3f} s with channels-last input, the layout gradsum uses on CPU)")
     print("| method | gradsum s | peer s | ratio | peer |")
     print("|---|---:|---:|---:|---|")
     for name, t_ours, t_peer, peer_name in rows:
         ratio = f"{t_ours / t_peer:.2f}" if t_peer else "-"
         print(f"| {name} | {t_ours:.3f} | {t_peer:.3f} | {ratio} | {peer_name} |")
-    print(f"\nGrad-CAM ({args.layer}) / plain forward = {gradcam / forward:.2f}  (target <= 1.5)")
-    print(f"gs.explain(6 CAM methods) / one Grad-CAM = {six / gradcam:.2f}  (target <= 1.3)")
+    if gradcam is not None:
+        six = median_seconds(lambda: gs.explain(ours_model, x, methods=SIX_CAMS, layer=args.layer, target=targets),
+                             args.repeats)
+        print(f"\nGrad-CAM ({args.layer}) / plain forward = {gradcam / forward:.2f}  (target <= 1.5); "
+              f"/ channels-last forward = {gradcam / forward_nhwc:.2f}")
+        print(f"gs.explain(6 CAM methods) / one Grad-CAM = {six / gradcam:.2f}  (target <= 1.3)")
 
 
 if __name__ == "__main__":
