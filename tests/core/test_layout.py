@@ -33,10 +33,10 @@ def _switch_back_on():
 def test_channels_last_gives_the_default_layouts_maps(method):
     torch.manual_seed(0)
     model = InplaceReuseCNN().eval()
-    x = torch.rand(3, 3, 16, 16)
-    fast = gs.explainer(method, model, layer="conv3")(x, target=[1, 2, 3])
+    x = torch.rand(4, 3, 16, 16)
+    fast = gs.explainer(method, model, layer="conv3")(x, target=[1, 2, 3, 4])
     layout.set_channels_last(False)
-    plain = gs.explainer(method, model, layer="conv3")(x, target=[1, 2, 3])
+    plain = gs.explainer(method, model, layer="conv3")(x, target=[1, 2, 3, 4])
     torch.testing.assert_close(fast.maps, plain.maps, rtol=1e-5, atol=1e-6 * float(plain.maps.abs().max()))
     assert fast.maps.is_contiguous() and (fast.input_maps is None or fast.input_maps.is_contiguous())
 
@@ -44,14 +44,14 @@ def test_channels_last_gives_the_default_layouts_maps(method):
 def test_a_model_that_views_its_activations_runs_as_given_and_is_remembered():
     torch.manual_seed(0)
     model = ViewFlatten().eval()
-    x = torch.rand(2, 3, 8, 8)
+    x = torch.rand(4, 3, 8, 8)
     assert layout.prefers_channels_last(model, x)
     with pytest.raises(RuntimeError, match="view size"):  # what the fallback protects from
         model(x.contiguous(memory_format=torch.channels_last))
-    first = gs.explainer("saliency", model)(x, target=[0, 1])
+    first = gs.explainer("saliency", model)(x, target=[0, 1, 2, 0])
     assert not layout.prefers_channels_last(model, x)  # remembered: no second failed pass
     layout.set_channels_last(False)
-    torch.testing.assert_close(first.maps, gs.explainer("saliency", model)(x, target=[0, 1]).maps)
+    torch.testing.assert_close(first.maps, gs.explainer("saliency", model)(x, target=[0, 1, 2, 0]).maps)
 
 
 def test_other_errors_are_not_swallowed():
@@ -65,8 +65,22 @@ def test_other_errors_are_not_swallowed():
 
 def test_only_float32_cpu_multichannel_batches_switch():
     model = nn.Identity()
-    assert layout.prefers_channels_last(model, torch.rand(1, 3, 4, 4))
-    assert not layout.prefers_channels_last(model, torch.rand(1, 3, 4, 4, dtype=torch.float64))
-    assert not layout.prefers_channels_last(model, torch.rand(1, 1, 4, 4))
+    assert layout.prefers_channels_last(model, torch.rand(4, 3, 4, 4))
+    assert not layout.prefers_channels_last(model, torch.rand(layout.MIN_BATCH - 1, 3, 4, 4))
+    assert not layout.prefers_channels_last(model, torch.rand(4, 3, 4, 4, dtype=torch.float64))
+    assert not layout.prefers_channels_last(model, torch.rand(4, 1, 4, 4))
     layout.set_channels_last(False)
-    assert not layout.prefers_channels_last(model, torch.rand(1, 3, 4, 4))
+    assert not layout.prefers_channels_last(model, torch.rand(4, 3, 4, 4))
+
+
+def test_derived_batches_choose_their_layout_and_fall_back_too():
+    """One image, but SmoothGrad's 8 noisy copies are a batch that goes channels-last: a model
+    that .views its activations must fall back there as well."""
+    torch.manual_seed(0)
+    model = ViewFlatten().eval()
+    x = torch.rand(1, 3, 8, 8)
+    assert not layout.prefers_channels_last(model, x)
+    first = gs.explainer("smoothgrad", model, n_samples=8)(x, target=[1])
+    assert model in layout._refuses
+    layout.set_channels_last(False)
+    torch.testing.assert_close(first.maps, gs.explainer("smoothgrad", model, n_samples=8)(x, target=[1]).maps)

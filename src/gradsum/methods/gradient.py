@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.batching import BatchSize, auto_batch_size
 from gradsum.core.layers import AUTO
-from gradsum.core.layout import like_layout
+from gradsum.core.layout import in_preferred_layout
 from gradsum.core.targets import BoundTarget, FixedTarget, Target
 from gradsum.methods.base import Explainer
 from gradsum.methods.cam import compute_cams
@@ -145,15 +145,15 @@ def _input_gradients(
     grads = torch.empty_like(inputs)
     for start in range(0, n, size):
         stop = min(n, start + size)
-        chunk = inputs[start:stop].detach().requires_grad_(True)
-        with torch.enable_grad():
-            if guided:
-                with guided_relu():
-                    out = model(chunk)
-            else:
+
+        def gradient(chunk: torch.Tensor, rows_: torch.Tensor = rows[start:stop]) -> torch.Tensor:
+            chunk = chunk.detach().requires_grad_(True)
+            with torch.enable_grad(), guided_relu() if guided else contextlib.nullcontext():
                 out = model(chunk)
-            (g,) = torch.autograd.grad(bound(out, rows[start:stop]).sum(), chunk)
-        grads[start:stop] = g
+                (g,) = torch.autograd.grad(bound(out, rows_).sum(), chunk)
+            return g
+
+        grads[start:stop] = in_preferred_layout(model, inputs[start:stop], gradient)
     return grads
 
 
@@ -394,7 +394,7 @@ class IntegratedGradients(GradientExplainer):
             avg = torch.zeros_like(x)  # sum_s w_s dF/dx(x0 + a_s diff), accumulated chunk by chunk
             for s0 in range(0, n, steps_per_chunk):
                 a, w = alphas[s0 : s0 + steps_per_chunk], weights[s0 : s0 + steps_per_chunk]
-                path = like_layout((x0[None] + a[:, None, None, None, None] * diff[None]).reshape(-1, *x.shape[1:]), x)
+                path = (x0[None] + a[:, None, None, None, None] * diff[None]).reshape(-1, *x.shape[1:])
                 grads = _input_gradients(self.model, path, bound, rows.repeat(len(a)), batch_size=self.batch_size)
                 avg += (w[:, None, None, None, None] * grads.reshape(len(a), b, *x.shape[1:])).sum(dim=0)
             ig = diff * avg
@@ -456,7 +456,7 @@ class SmoothGrad(GradientExplainer):
 
     def input_attributions(self, x, bound, rows):
         b, n = x.shape[0], self.n_samples
-        noisy = like_layout(x.repeat_interleave(n, dim=0) + self.noise(x), x)
+        noisy = x.repeat_interleave(n, dim=0) + self.noise(x)
         attr, cost = self.base.input_attributions(noisy, bound, rows.repeat_interleave(n))
         attr = attr.reshape(b, n, *x.shape[1:])
         if self.variant == "smoothgrad":
