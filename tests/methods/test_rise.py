@@ -1,6 +1,7 @@
 """RISE: masks (seeded, cached, on device), and it points at what the model looks at."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -59,3 +60,33 @@ def test_same_seed_same_map_and_seed_recorded():
     assert torch.allclose(one.maps, two.maps, atol=1e-6)
     assert not torch.allclose(one.maps, other.maps)
     assert one.settings["seed"] == 7
+
+
+class Shifted(nn.Module):
+    """model(z + shift): RISE on (x - b) with zeros masked out = RISE on x with baseline b."""
+
+    def __init__(self, model, shift):
+        super().__init__()
+        self.model, self.shift = model, shift
+
+    def forward(self, z):
+        return self.model(z + self.shift)
+
+
+def test_baseline_is_the_masked_out_value():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.rand(2, 3, 16, 16)
+    grey = gs.explainer("rise", model, n_masks=60, baseline=0.5)(x, target=1)
+    ref = gs.explainer("rise", Shifted(model, 0.5), n_masks=60)(x - 0.5, target=1)
+    assert torch.allclose(grey.maps, ref.maps, atol=1e-5) and grey.settings["baseline"] == 0.5
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    per_image = gs.explainer("rise", model, n_masks=60, baseline="mean")(x, target=1)
+    for i in range(2):
+        ref = gs.explainer("rise", Shifted(model, mean[i : i + 1]), n_masks=60)(x[i : i + 1] - mean[i : i + 1], target=1)
+        assert torch.allclose(per_image.maps[i], ref.maps[0], atol=1e-5)
+    zero = gs.explainer("rise", model, n_masks=60)(x, target=1)
+    assert not torch.allclose(zero.maps, grey.maps) and zero.settings["baseline"] == 0.0
+    with pytest.raises(ValueError, match="baseline"):
+        gs.explainer("rise", model, baseline="median")

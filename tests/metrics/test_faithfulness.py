@@ -258,5 +258,5 @@ def test_multigrid_and_jacobi_preconditioners_agree():
     a = noisy_linear_impute(img, removed, noise=0.0, tol=1e-10, multigrid=True)
     b = noisy_linear_impute(img, removed, noise=0.0, tol=1e-10, multigrid=False)
     assert torch.allclose(a, b, atol=1e-7)
-    loose = noisy_linear_impute(img.float(), removed, noise=0.0)  # default tol 1e-3
-    assert float((loose.double() - a).abs().max()) < 2e-3
+    loose = noisy_linear_impute(img.float(), removed, noise=0.0)  # default tol 1e-4
+    assert float((loose.double() - a).abs().max()) < 1e-3

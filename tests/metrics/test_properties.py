@@ -37,6 +37,10 @@ def test_localisation_batch_invariance_range_and_scaling(data, scale):
         assert ((finite >= 0) & (finite <= 1 + 1e-6)).all()
         assert torch.allclose(fn(maps * scale, masks).values, full, atol=1e-5, equal_nan=True)
     rm = relevance_mass(maps, masks).values
-    assert torch.allclose(relevance_mass(maps * scale, masks).values, rm, rtol=1e-4, atol=1e-5, equal_nan=True)
+    # sum_in M / sum M: where a signed map's total nearly cancels, float32 rounding of the
+    # scaled map is amplified without bound, so compare where the denominator is well conditioned
+    conditioned = maps.flatten(1).sum(1).abs() > 0.1 * maps.flatten(1).abs().sum(1)
+    assert torch.allclose(relevance_mass(maps * scale, masks).values[conditioned], rm[conditioned], rtol=1e-4,
+                          atol=1e-5, equal_nan=True)
     s = sparseness(maps).values
     assert ((s >= 0) & (s <= 1)).all()

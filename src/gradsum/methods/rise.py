@@ -4,6 +4,12 @@ M = (1 / (N p1)) sum_i p_c(x * m_i) m_i over N random smooth masks m_i: a binary
 (each cell on with probability p1) upsampled bilinearly to (s+1) * ceil(H/s) and cropped at
 a random offset within one cell. Masks are drawn on the input's device from a
 torch.Generator seeded with `seed` and cached by (N, s, p1, H, W, seed, device).
+
+Masked-out pixels take the value 0 of the model's input space (x * m_i), as in the paper. The
+reference code masks mean-normalised ImageNet inputs, so its 0 is the mean colour; for a
+model fed [0,1] images 0 is black, which on some tasks is itself evidence for the class
+(dark potholes: every masked road scene scores p ~ 1). `baseline` makes the masked-out
+value explicit: baseline + (x - baseline) * m_i, e.g. "mean" (each image's channel means).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.batching import BatchSize, Progress
 from gradsum.core.targets import Target
 from gradsum.methods.base import Explainer
+from gradsum.methods.occlusion import broadcast_baseline
 from gradsum.methods.perturbation import (
     ScoreMode,
     check_batch_size,
@@ -99,7 +106,9 @@ def rise_masks(n: int, grid: int, p1: float, size: tuple[int, int], seed: int,
 class RISE(Explainer):
     """RISE (Petsiuk et al. 2018): M = (1/(N p1)) sum_i p_c(x * m_i) m_i.
 
-    n_masks N (default 4000), grid s (7), p1 (0.5). score="probability" (default): the
+    n_masks N (default 4000), grid s (7), p1 (0.5). baseline: the masked-out value, 0 (default,
+    the paper's x * m), a number, a tensor broadcastable to the input, or "mean" (each image's
+    per-channel mean; the reference code's 0 on mean-normalised inputs). score="probability" (default): the
     softmax probability of the explained class for classifiers, the raw output (x sign) for
     regressors; score="target": the user's target as given. Every image of a batch uses the
     same N masks; each is scored with its own target.
@@ -107,7 +116,7 @@ class RISE(Explainer):
 
     def __init__(self, model: nn.Module, layer: Any = None, *, n_masks: int = 4000, grid: int = 7, p1: float = 0.5,
                  score: ScoreMode = "probability", seed: int = 0, batch_size: BatchSize = "auto",
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, baseline: float | torch.Tensor | str = 0.0):
         super().__init__(model, layer=layer)
         self.n_masks = check_positive_int(n_masks, "n_masks")
         self.grid = check_positive_int(grid, "grid")
@@ -116,6 +125,11 @@ class RISE(Explainer):
         if score not in ("probability", "target"):
             raise ValueError(f"score must be 'probability' or 'target'; got {score!r}")
         self.p1, self.score, self.seed = float(p1), score, seed
+        if isinstance(baseline, str) and baseline != "mean":
+            raise ValueError(f"baseline must be a number, a tensor or 'mean'; got {baseline!r}")
+        if isinstance(baseline, bool) or not isinstance(baseline, int | float | torch.Tensor | str):
+            raise TypeError(f"baseline must be a number, a tensor or 'mean'; got {type(baseline).__name__}")
+        self.baseline = baseline
         self.batch_size, self.progress = check_batch_size(batch_size), progress
 
     def masks(self, size: tuple[int, int], device: torch.device | str = "cpu") -> RiseMasks:
@@ -133,9 +147,20 @@ class RISE(Explainer):
         items = batch * n_masks  # sample-major: item t = image t // N, mask t % N
         rows = torch.arange(batch, device=x.device).repeat_interleave(n_masks)
 
+        if isinstance(self.baseline, str):
+            base = x.mean(dim=(2, 3), keepdim=True).expand_as(x)  # "mean"
+        elif isinstance(self.baseline, torch.Tensor) or self.baseline != 0:
+            base = broadcast_baseline(self.baseline, x)
+        else:
+            base = None
+
         def make(start: int, stop: int) -> torch.Tensor:
             t = torch.arange(start, stop, device=x.device)
-            return x[t // n_masks] * masks.take(t % n_masks)[:, None].to(x.dtype)
+            m = masks.take(t % n_masks)[:, None].to(x.dtype)
+            if base is None:
+                return x[t // n_masks] * m
+            b = base[t // n_masks]
+            return b + (x[t // n_masks] - b) * m
 
         scores = score_items(self.model, items, make, scorer, rows, batch_size=self.batch_size, device=x.device,
                              progress=self.progress).reshape(batch, n_masks)
@@ -149,5 +174,6 @@ class RISE(Explainer):
             method=self.name, maps=maps, scores=bound(output).detach(), targets=bound.indices,
             cost=Cost(forward_passes=batch + items, masks=items),
             settings={"n_masks": n_masks, "grid": self.grid, "p1": self.p1, "score": score_label(scorer),
-                      "target": bound.description, "seed": self.seed},
+                      "target": bound.description, "seed": self.seed,
+                      "baseline": self.baseline if not isinstance(self.baseline, torch.Tensor) else "tensor"},
         )
