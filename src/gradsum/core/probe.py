@@ -33,18 +33,21 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = 
     flags = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     try:
-        if eval_mode:
+        if eval_mode and any(training for _, training in modes):
             model.eval()
         if freeze:
             for p in params:
                 p.requires_grad_(False)
         yield model
-    finally:
+    finally:  # touch only what changed (Module.__setattr__ is slow Python, ~1 us per module)
         for m, training in modes:
-            m.training = training
+            if m.training != training:
+                m.training = training
         for p, flag, grad in zip(params, flags, grads, strict=True):
-            p.requires_grad_(flag)
-            p.grad = grad
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+            if p.grad is not grad:
+                p.grad = grad
 
 
 @dataclass
