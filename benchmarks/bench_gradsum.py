@@ -8,10 +8,9 @@ The scenes are generated once beforehand, so data generation is not counted on e
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import interleaved_medians
 
 import gradsum as gs
 from gradsum.core.layers import resolve_layers
@@ -45,20 +44,6 @@ def bare_passes(model, dataset, layer, batch_size):
                 out = model(images)
             scores = target.bind(out)(out)
             probe.gradients(scores, [layer])
-
-
-def interleaved_medians(fns, repeats: int) -> list[float]:
-    """Median seconds of each function, timed in turns (a, b, a, b, ...) after one warm-up
-    each, so a slow spell of the machine hits both sides alike."""
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, bucket in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
-    return [statistics.median(bucket) for bucket in times]
 
 
 def main() -> None:

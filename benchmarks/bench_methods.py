@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torchvision
+from timing import interleaved_medians
 
 import gradsum as gs
 
@@ -34,20 +33,6 @@ SIX_CAMS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "gradcam
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return interleaved_medians([fn], repeats)[0]
-
-
-def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median seconds of each function, timed in turns (ours, peer, ours, peer, ...) after one
-    warm-up each, so a slow spell of this shared machine hits both sides alike."""
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, bucket in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
-    return [statistics.median(bucket) for bucket in times]
 
 
 def main() -> None:
