@@ -18,6 +18,25 @@ class SpatialLayerError(ValueError):
     """A layer's output is not the spatial map (B,C,h,w) a method needs."""
 
 
+def _modules_and_parameters(model: nn.Module) -> tuple[list[nn.Module], list[nn.Parameter]]:
+    """Every submodule (model first) and every parameter, each once. A direct walk over
+    `_modules` / `_parameters`: `model.modules()` + `model.parameters()` build dotted names
+    on the way and cost ~4x more (0.25 ms vs 0.08 ms on resnet50), on every explainer call."""
+    modules, seen = [model], {id(model)}
+    for module in modules:  # grows while iterating: breadth-first
+        for child in module._modules.values():
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                modules.append(child)
+    params, seen = [], set()
+    for module in modules:
+        for p in module._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return modules, params
+
+
 @contextlib.contextmanager
 def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[nn.Module]:
     """Run a block with the model in eval mode and its parameters frozen, then put back
@@ -28,19 +47,20 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = 
     tensor that requires grad (the input or a captured layer) onwards: no parameter
     gradients are ever computed.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    params = list(model.parameters())
+    modules, params = _modules_and_parameters(model)
+    modes = [m.training for m in modules]
     flags = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
     try:
-        if eval_mode and any(training for _, training in modes):
+        if eval_mode and any(modes):
             model.eval()
         if freeze:
-            for p in params:
-                p.requires_grad_(False)
+            for p, flag in zip(params, flags, strict=True):
+                if flag:
+                    p.requires_grad_(False)
         yield model
     finally:  # touch only what changed (Module.__setattr__ is slow Python, ~1 us per module)
-        for m, training in modes:
+        for m, training in zip(modules, modes, strict=True):
             if m.training != training:
                 m.training = training
         for p, flag, grad in zip(params, flags, grads, strict=True):

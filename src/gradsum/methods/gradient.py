@@ -60,62 +60,32 @@ def reduce_channels(maps: torch.Tensor, how: ChannelReduce) -> torch.Tensor:
 # --- guided ReLU -------------------------------------------------------------------------
 
 
-def _guided_backward(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """grad * 1[out > 0] * 1[grad > 0] in two passes: ReLU's own backward kernel
-    (threshold_backward) applied to max(grad, 0)."""
-    return torch.ops.aten.threshold_backward(grad.clamp_min(0), out, 0)
+def _positive_part(grad: torch.Tensor) -> torch.Tensor:
+    return grad.clamp_min(0)
 
 
-class _GuidedReLUFunction(torch.autograd.Function):
-    """ReLU whose backward passes only positive gradients through positive inputs:
-    grad_in = grad_out * 1[x > 0] * 1[grad_out > 0] (Springenberg et al. 2015)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = x.clamp_min(0)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (out,) = ctx.saved_tensors
-        return _guided_backward(grad, out)
+def _guided(out: torch.Tensor) -> torch.Tensor:
+    """Make a ReLU output guided: a hook clamps the gradient arriving at it to max(grad, 0),
+    then ReLU's own backward multiplies by 1[out > 0]."""
+    if out.requires_grad:
+        out.register_hook(_positive_part)
+    return out
 
 
-class _GuidedReLUInplaceFunction(torch.autograd.Function):
-    """In-place variant (for ReLU(inplace=True) and relu_)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        x.clamp_(min=0)
-        ctx.mark_dirty(x)
-        ctx.save_for_backward(x)
-        return x
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (out,) = ctx.saved_tensors
-        return _guided_backward(grad, out)
-
-
-_RELU = {F.relu, torch.relu, torch.Tensor.relu}
-_RELU_INPLACE = {F.relu_, torch.relu_, torch.Tensor.relu_}
+_RELU = {F.relu, torch.relu, torch.Tensor.relu, F.relu_, torch.relu_, torch.Tensor.relu_}
 
 
 class guided_relu(TorchFunctionMode):
     """Within this context every ReLU — nn.ReLU modules, F.relu, torch.relu, Tensor.relu and
-    their in-place forms — uses the guided backward rule. Nothing in the model is modified,
-    so there is nothing to restore."""
+    their in-place forms — backpropagates grad_in = grad_out * 1[x > 0] * 1[grad_out > 0]
+    (Springenberg et al. 2015): the ReLU runs as usual and a tensor hook on its output keeps
+    only the positive part of the incoming gradient (for an in-place ReLU the hook belongs to
+    the output version, so later in-place ops on the same tensor do not move it). Nothing in
+    the model is modified, so there is nothing to restore."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        kwargs = kwargs or {}
-        if func in _RELU:
-            if kwargs.get("inplace", False) or (len(args) > 1 and args[1] is True):
-                return _GuidedReLUInplaceFunction.apply(args[0])
-            return _GuidedReLUFunction.apply(args[0])
-        if func in _RELU_INPLACE:
-            return _GuidedReLUInplaceFunction.apply(args[0])
-        return func(*args, **kwargs)
+        out = func(*args, **(kwargs or {}))
+        return _guided(out) if func in _RELU else out
 
 
 # --- shared gradient machinery ---------------------------------------------------------------
