@@ -2,6 +2,7 @@
 boundary, model state restored, cost measured."""
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, ClassVar
 
@@ -46,11 +47,35 @@ def contiguous_result(attribution: Attribution) -> Attribution:
     return attribution
 
 
+@functools.lru_cache(maxsize=32)
+def _interpolation_matrix(out_size: int, in_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(out, in) matrix of 1-D linear interpolation with align_corners=False, as
+    F.interpolate(mode="bilinear") computes it: source coordinate (i + 0.5) * in/out - 0.5,
+    clamped at 0, split between its two neighbours (the last one repeated at the border)."""
+    src = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
+    left = src.floor().long().clamp_max(in_size - 1)
+    right = (left + 1).clamp_max(in_size - 1)
+    weight = src - left
+    rows = torch.arange(out_size)
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    matrix.index_put_((rows, left), 1 - weight, accumulate=True)
+    matrix.index_put_((rows, right), weight, accumulate=True)
+    return matrix.to(device=device, dtype=dtype)
+
+
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B,h,w) -> (B,H,W) bilinear, align_corners=False (a no-op when sizes match)."""
+    """(B,h,w) -> (B,H,W) bilinear, align_corners=False (a no-op when sizes match).
+
+    Bilinear interpolation is separable: out = R_H @ m @ R_W^T with the two 1-D interpolation
+    matrices. As two matrix products it gives F.interpolate's values (to float rounding,
+    ~1e-6) 3-4x faster on CPU than the interpolation kernel."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    if not maps.is_floating_point() or maps.dtype in (torch.float16, torch.bfloat16):
+        return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    rows = _interpolation_matrix(int(size[0]), maps.shape[-2], maps.dtype, maps.device)
+    cols = _interpolation_matrix(int(size[1]), maps.shape[-1], maps.dtype, maps.device)
+    return rows @ (maps @ cols.T)
 
 
 class Explainer:

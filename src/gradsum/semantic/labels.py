@@ -58,31 +58,37 @@ class LabelIndex:
 
     BINS = 4  # bins per image x slot: 2 * (above the threshold) + pixel parity
 
-    def bins(self, seg: torch.Tensor, above: torch.Tensor, source: str = "") -> torch.Tensor:
-        """Label ids (B, H, W) and a bool mask (B, H, W) -> one flat int64 bin per pixel,
-        ((image * S + slot) * 2 + above) * 2 + pixel parity, so ONE bincount gives every
-        image's per-label pixels below and above the threshold. The parity bit sends
-        neighbouring pixels to different bins, which breaks the add-after-add dependency on
-        long runs of one label (a ~2x faster scatter); sum over it afterwards.
+    def keys(self, seg: torch.Tensor, values: torch.Tensor, cut: torch.Tensor, source: str = "") -> torch.Tensor:
+        """Label ids (B, H, W), values (B, N) and per-image cuts (B, 1) -> (B, N) int64 bins
+        (slot * 2 + [value > cut]) * 2 + pixel parity, in 0..S*BINS-1 for each image, so a
+        row-wise scatter gives every label's pixels / mass below and above the threshold.
+        The parity bit sends neighbouring pixels to different bins, which breaks the
+        add-after-add dependency on long runs of one label (a ~2x faster scatter); sum over it
+        afterwards. The result is a reused buffer (valid until the next call).
+
         Ids outside the table's id range are an error that names them; ids inside the range
         but missing from the table show up as counts in `unknown` slots (see `check_known`)."""
         lo, hi = (int(v) for v in torch.aminmax(seg))
         if lo + self.offset < 0 or hi + self.offset >= self.n_slots:
             self._unknown_error(torch.unique(seg[(seg + self.offset < 0) | (seg + self.offset >= self.n_slots)]),
                                 source)
-        b, pixels = seg.shape[0], seg[0].numel()
-        key = torch.add(self._bases(b, pixels, seg.device), seg.reshape(b, pixels), alpha=self.BINS)
-        return key.add_(above.reshape(b, pixels), alpha=2).reshape(-1)
+        key, parity, _ = self.workspace(values.shape, values.device)
+        torch.gt(values, cut, out=key)  # 0 / 1
+        torch.add(parity, key, alpha=2, out=key)  # + offset * BINS + pixel parity
+        return key.add_(seg.reshape(key.shape), alpha=self.BINS)
 
-    def _bases(self, b: int, pixels: int, device: torch.device) -> torch.Tensor:
-        """(b, pixels) int64: (offset + S * image) * BINS + pixel parity (cached per shape)."""
-        key = (b, pixels, str(device))
-        if key not in self._base_cache:
-            image = (self.offset + self.n_slots * torch.arange(b, device=device, dtype=torch.int64)) * self.BINS
-            parity = torch.arange(pixels, device=device, dtype=torch.int64) % 2
-            self._base_cache.clear()  # one shape at a time (only the last batch differs)
-            self._base_cache[key] = image[:, None] + parity[None]
-        return self._base_cache[key]
+    def workspace(self, shape: torch.Size, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Buffers for a (B, N) batch: the int64 keys, the (N,) row `offset * BINS + pixel
+        parity`, and float64 values. Kept for the last batch shape and reused from batch to
+        batch: a fresh multi-megabyte tensor per batch costs a page fault every 4 KiB, more
+        than the sums themselves."""
+        cache_key = (tuple(shape), str(device))
+        if cache_key not in self._base_cache:
+            self._base_cache.clear()
+            parity = torch.arange(shape[1], device=device, dtype=torch.int64) % 2 + self.offset * self.BINS
+            self._base_cache[cache_key] = (torch.empty(tuple(shape), dtype=torch.int64, device=device), parity,
+                                           torch.empty(tuple(shape), dtype=torch.float64, device=device))
+        return self._base_cache[cache_key]
 
     def check_known(self, pixels: torch.Tensor, source: str = "") -> None:
         """`pixels` (B, S) per-slot counts: an error if any id outside the table was seen."""

@@ -65,8 +65,8 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
 
     min-max normalisation is folded into the sums instead of materialised: with
     M = (m - lo) * scale per image, sum_k M = scale * (sum_k m - lo * N_k) and M > t iff
-    m > lo + t / scale. Per pixel that leaves one comparison, one bin index, one integer
-    bincount (pixels below / above t) and one float64 scatter-add."""
+    m > lo + t / scale. Per pixel that leaves one comparison, one bin index and two
+    row-wise float64 scatter-adds (pixels below / above t, and mass)."""
     if maps.shape != segmentations.shape:
         raise ValueError(
             f"heatmaps {tuple(maps.shape)} and segmentations {tuple(segmentations.shape)} must have the same "
@@ -83,13 +83,16 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
         lo, scale = torch.zeros(b, 1, device=maps.device), torch.ones(b, 1, device=maps.device)
         cut = torch.full_like(lo, threshold)
     seg = segmentations.to(maps.device)
-    bins = index.bins(seg if not seg.is_floating_point() else seg.long(), values > cut, source)
-    size = b * n_slots * n_bins
-    counts = torch.bincount(bins, minlength=size).reshape(b, n_slots, 2, 2).sum(dim=3)  # (b, S, below/above)
+    keys = index.keys(seg if not seg.is_floating_point() else seg.long(), values, cut, source)
+    # row-wise scatters (parallel over images): pixel counts (exact in float64) and mass
+    ones = torch.ones(1, dtype=torch.float64, device=maps.device).expand(keys.shape)
+    counts = torch.zeros(b, n_slots * n_bins, dtype=torch.float64, device=maps.device).scatter_add_(1, keys, ones)
+    counts = counts.reshape(b, n_slots, 2, 2).sum(dim=3)  # (b, S, below/above)
     index.check_known(counts.sum(dim=2), source)
-    raw = torch.zeros(size, dtype=torch.float64, device=maps.device).scatter_add_(0, bins, values.reshape(-1).double())
+    exact = index.workspace(keys.shape, keys.device)[2].copy_(values)  # float64 accumulation
+    raw = torch.zeros(b, n_slots * n_bins, dtype=torch.float64, device=maps.device).scatter_add_(1, keys, exact)
     columns = index.slots
-    counts = counts[:, columns].double()  # integer counts: exact
+    counts = counts[:, columns]
     pixels = counts.sum(dim=2)
     raw = raw.reshape(b, n_slots, n_bins).sum(dim=2)[:, columns]
     mass = scale.double() * (raw - lo.double() * pixels)
