@@ -81,6 +81,8 @@ def test_normalisation_is_relu_minmax_by_default():
 def test_unknown_label_id_is_named():
     with pytest.raises(ValueError, match=r"label ids \[7\].*label table 'tiny'"):
         label_sums(MAP, torch.tensor([[[0, 0, 7], [2, 2, 2]]]), LabelIndex.of(TABLE))
+    with pytest.raises(ValueError, match=r"label ids \[-3\]"):  # below the range: a negative bin
+        label_sums(MAP, torch.tensor([[[0, 0, 1], [2, -3, 2]]]), LabelIndex.of(TABLE))
     with pytest.raises(ValueError, match="same shape"):
         label_sums(MAP, SEG[:, :1], LabelIndex.of(TABLE))
 
@@ -170,3 +172,23 @@ def test_normalisation_folded_into_the_sums_equals_normalising_first(mode):
     for field in ("pixels", "above", "mass", "total_mass"):
         torch.testing.assert_close(getattr(folded, field), getattr(explicit, field), rtol=1e-9, atol=1e-9)
     assert folded.above.sum() > 0 and folded.pixels.sum() == 5 * 7 * 9
+
+
+def test_verdict_names_the_label_that_carries_the_category():
+    seg = torch.tensor([[[0, 0, 1, 2], [0, 0, 1, 3]]]).repeat(4, 1, 1)  # a: 4 px, b: 2, c: 1, e: 1
+    ids = [f"i{k}" for k in range(4)]
+    context = {"model": "m", "method": "gradcam", "epoch": None}
+    focused = (seg == 2).float() + 0.01  # the heatmap sits on label c (category Y)
+    own = pd.DataFrame(profile_maps(focused, seg, TABLE, ids, normalize="none", context=context))
+    base = pd.DataFrame(profile_maps(torch.ones(4, 2, 4), seg, TABLE, ids, normalize="none",
+                                     context={**context, "copy": 0}))
+    groups = {label.name: label.category for label in TABLE.labels}
+    profile = gs.semantic.Profile(own, {"label_groups": groups}, base)
+    (finding,) = gs.semantic.shortcut_findings(profile)
+    assert (finding.category, finding.label) == ("Y", "c")
+    assert finding.share == pytest.approx(100 * 1.02 / 1.08)  # c and e, of 1.08 per image
+    assert finding.label_share == pytest.approx(100 * 1.01 / 1.08) and finding.label_pixel_share == 12.5
+    assert "over-attends Y, above all c (93.5% of the heatmap on 12.5% of the pixels)" in \
+        gs.semantic.shortcut_verdict(profile)
+    # without the label -> category map the category is named alone
+    assert "above all" not in gs.semantic.shortcut_verdict(gs.semantic.Profile(own, {}, base))

@@ -167,7 +167,8 @@ class ProfileComputer:
         self.models += [(randomized_copy(model, seed + k), {**context, "copy": k}) for k in range(baseline)]
         self.settings = {"methods": self.methods, "layer": self.layer, "normalize": normalize,
                          "threshold": threshold, "baseline": baseline, "seed": seed, "label_table": table.name,
-                         "target": str(target), "model": model_name, "epoch": epoch}
+                         "target": str(target), "model": model_name, "epoch": epoch,
+                         "label_groups": {label.name: label.category for label in table.labels}}
 
     def rows(self, dataset: Any, indices: Sequence[int],
              progress: Callable[[int], None] | None = None) -> pd.DataFrame:

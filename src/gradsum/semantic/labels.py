@@ -66,20 +66,20 @@ class LabelIndex:
         add-after-add dependency on long runs of one label (a ~2x faster scatter); sum over it
         afterwards. The result is a reused buffer (valid until the next call).
 
-        Ids outside the table's id range are an error that names them; ids inside the range
-        but missing from the table show up as counts in `unknown` slots (see `check_known`)."""
-        lo, hi = (int(v) for v in torch.aminmax(seg))
-        if lo + self.offset < 0 or hi + self.offset >= self.n_slots:
-            self._unknown_error(torch.unique(seg[(seg + self.offset < 0) | (seg + self.offset >= self.n_slots)]),
-                                source)
-        key, parity, _ = self.workspace(values.shape, values.device)
-        torch.gt(values, cut, out=key)  # 0 / 1
+        Ids outside the table's id range give bins outside 0..S*BINS-1 (`check_range` names
+        them); ids inside the range but missing from the table show up as counts in `unknown`
+        slots (see `check_known`)."""
+        if seg.device.type != "cpu":  # on CPU the scatter itself rejects such bins; see check_range
+            self.check_range(seg, source)
+        key, parity, above, _ = self.workspace(values.shape, values.device)
+        key.copy_(torch.gt(values, cut, out=above))  # 0 / 1 (gt straight into int64 goes through a temporary)
         torch.add(parity, key, alpha=2, out=key)  # + offset * BINS + pixel parity
         return key.add_(seg.reshape(key.shape), alpha=self.BINS)
 
-    def workspace(self, shape: torch.Size, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def workspace(self, shape: torch.Size,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Buffers for a (B, N) batch: the int64 keys, the (N,) row `offset * BINS + pixel
-        parity`, and float64 values. Kept for the last batch shape and reused from batch to
+        parity`, a bool mask and float64 values. Kept for the last batch shape and reused from batch to
         batch: a fresh multi-megabyte tensor per batch costs a page fault every 4 KiB, more
         than the sums themselves."""
         cache_key = (tuple(shape), str(device))
@@ -87,8 +87,16 @@ class LabelIndex:
             self._base_cache.clear()
             parity = torch.arange(shape[1], device=device, dtype=torch.int64) % 2 + self.offset * self.BINS
             self._base_cache[cache_key] = (torch.empty(tuple(shape), dtype=torch.int64, device=device), parity,
+                                           torch.empty(tuple(shape), dtype=torch.bool, device=device),
                                            torch.empty(tuple(shape), dtype=torch.float64, device=device))
         return self._base_cache[cache_key]
+
+    def check_range(self, seg: torch.Tensor, source: str = "") -> None:
+        """An error naming the ids of `seg` outside the table's id range, if there are any."""
+        lo, hi = (int(v) for v in torch.aminmax(seg))
+        if lo + self.offset < 0 or hi + self.offset >= self.n_slots:
+            self._unknown_error(torch.unique(seg[(seg + self.offset < 0) | (seg + self.offset >= self.n_slots)]),
+                                source)
 
     def check_known(self, pixels: torch.Tensor, source: str = "") -> None:
         """`pixels` (B, S) per-slot counts: an error if any id outside the table was seen."""

@@ -86,10 +86,14 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
     keys = index.keys(seg if not seg.is_floating_point() else seg.long(), values, cut, source)
     # row-wise scatters (parallel over images): pixel counts (exact in float64) and mass
     ones = torch.ones(1, dtype=torch.float64, device=maps.device).expand(keys.shape)
-    counts = torch.zeros(b, n_slots * n_bins, dtype=torch.float64, device=maps.device).scatter_add_(1, keys, ones)
+    try:
+        counts = torch.zeros(b, n_slots * n_bins, dtype=torch.float64, device=maps.device).scatter_add_(1, keys, ones)
+    except RuntimeError:  # a bin out of range: an id outside the table (named by check_range)
+        index.check_range(seg, source)
+        raise
     counts = counts.reshape(b, n_slots, 2, 2).sum(dim=3)  # (b, S, below/above)
     index.check_known(counts.sum(dim=2), source)
-    exact = index.workspace(keys.shape, keys.device)[2].copy_(values)  # float64 accumulation
+    exact = index.workspace(keys.shape, keys.device)[3].copy_(values)  # float64 accumulation
     raw = torch.zeros(b, n_slots * n_bins, dtype=torch.float64, device=maps.device).scatter_add_(1, keys, exact)
     columns = index.slots
     counts = counts[:, columns]

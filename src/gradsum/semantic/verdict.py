@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from gradsum.semantic.profile import Profile
 
 __all__ = ["Finding", "shortcut_findings", "shortcut_verdict"]
@@ -21,6 +23,9 @@ class Finding:
     baseline_enrichment: float
     share: float
     pixel_share: float
+    label: str | None = None  # the category's label with the largest share of the heatmap
+    label_share: float = float("nan")
+    label_pixel_share: float = float("nan")
 
     @property
     def ratio(self) -> float:
@@ -31,14 +36,17 @@ def shortcut_findings(profile: Profile, *, level: str = "category", margin: floa
                       min_pixel_share: float = 1.0, expected: tuple[str, ...] = ()) -> list[Finding]:
     """Categories whose pooled enrichment is > 1 and >= `margin` x the random baseline's
     mean pooled enrichment (same method), ignoring categories covering < `min_pixel_share`
-    percent of the pixels and those listed in `expected`. Latest epoch only."""
+    percent of the pixels and those listed in `expected`. Latest epoch only. A category
+    finding names the label that carries most of its heatmap share (e.g. nature: vegetation)
+    when the profile's settings hold the label -> category map (`label_groups`)."""
     summary = profile.summary(n_boot=1)
     base = profile.baseline_summary()
     if base is None:
         raise ValueError("the shortcut verdict needs a random-model baseline: compute the profile with baseline=K")
-    summary = summary[summary["level"] == level]
     if "epoch" in summary.columns and summary["epoch"].notna().any():
         summary = summary[summary["epoch"] == summary["epoch"].max()]
+    labels = summary[summary["level"] == "label"]
+    summary = summary[summary["level"] == level]
     base = base[base["level"] == level].set_index(["method", "category"])
     findings = []
     for row in summary.itertuples(index=False):
@@ -47,9 +55,25 @@ def shortcut_findings(profile: Profile, *, level: str = "category", margin: floa
             continue
         b = float(base.loc[key, "pooled_enrichment_mean"])
         if row.pooled_enrichment > 1 and b > 0 and row.pooled_enrichment >= margin * b:
+            label = _driving_label(labels, profile.settings.get("label_groups") or {}, row) if level == "category" \
+                else None
             findings.append(Finding(str(row.model), str(row.method), str(row.category), float(row.pooled_enrichment),
-                                    b, float(row.pooled_share), float(row.pixel_share)))
+                                    b, float(row.pooled_share), float(row.pixel_share),
+                                    *((label.category, float(label.pooled_share), float(label.pixel_share))
+                                      if label is not None else ())))
     return sorted(findings, key=lambda f: -f.ratio)
+
+
+def _driving_label(labels: pd.DataFrame, groups: dict[str, str], row: Any) -> Any:
+    """The label of `row`'s category (same model, method, epoch) with the largest pooled share
+    of the heatmap; None when the profile does not say which labels form the category."""
+    members = [name for name, group in groups.items() if group == row.category]
+    mine = labels[(labels["method"] == row.method) & labels["category"].isin(members)]
+    if "model" in mine.columns:
+        mine = mine[mine["model"] == row.model]
+    if mine.empty or mine["pooled_share"].isna().all():
+        return None
+    return mine.loc[mine["pooled_share"].idxmax()]
 
 
 def shortcut_verdict(profile: Profile, **kwargs: object) -> str:
@@ -59,8 +83,12 @@ def shortcut_verdict(profile: Profile, **kwargs: object) -> str:
         return "No category is attended markedly more than by random models (no shortcut found)."
     lines = []
     for f in findings:
+        above_all = ""
+        if f.label is not None and f.label != f.category:
+            above_all = (f", above all {f.label} ({f.label_share:.1f}% of the heatmap on {f.label_pixel_share:.1f}% "
+                         "of the pixels)")
         lines.append(
-            f"{f.model} ({f.method}) over-attends {f.category}: {f.share:.1f}% of the heatmap on "
+            f"{f.model} ({f.method}) over-attends {f.category}{above_all}: {f.share:.1f}% of the heatmap on "
             f"{f.pixel_share:.1f}% of the pixels (enrichment {f.enrichment:.2f}x, {f.ratio:.1f}x the random "
             f"models' {f.baseline_enrichment:.2f}x)."
         )
