@@ -23,7 +23,7 @@ class Finding:
     baseline_enrichment: float
     share: float
     pixel_share: float
-    label: str | None = None  # the category's label with the largest share of the heatmap
+    label: str | None = None  # the category's label with the largest excess share (heatmap % - pixel %)
     label_share: float = float("nan")
     label_pixel_share: float = float("nan")
 
@@ -37,8 +37,8 @@ def shortcut_findings(profile: Profile, *, level: str = "category", margin: floa
     """Categories whose pooled enrichment is > 1 and >= `margin` x the random baseline's
     mean pooled enrichment (same method), ignoring categories covering < `min_pixel_share`
     percent of the pixels and those listed in `expected`. Latest epoch only. A category
-    finding names the label that carries most of its heatmap share (e.g. nature: vegetation)
-    when the profile's settings hold the label -> category map (`label_groups`)."""
+    finding names the label that contributes most to its over-attention (e.g. nature:
+    vegetation) when the profile's settings hold the label -> category map (`label_groups`)."""
     summary = profile.summary(n_boot=1)
     base = profile.baseline_summary()
     if base is None:
@@ -65,15 +65,18 @@ def shortcut_findings(profile: Profile, *, level: str = "category", margin: floa
 
 
 def _driving_label(labels: pd.DataFrame, groups: dict[str, str], row: Any) -> Any:
-    """The label of `row`'s category (same model, method, epoch) with the largest pooled share
-    of the heatmap; None when the profile does not say which labels form the category."""
+    """The label of `row`'s category (same model, method, epoch) that contributes most to its
+    over-attention: the largest excess share (pooled share of the heatmap - share of the
+    pixels; the category's excess is the sum of its labels'). None when the profile does not
+    say which labels form the category."""
     members = [name for name, group in groups.items() if group == row.category]
     mine = labels[(labels["method"] == row.method) & labels["category"].isin(members)]
     if "model" in mine.columns:
         mine = mine[mine["model"] == row.model]
-    if mine.empty or mine["pooled_share"].isna().all():
+    excess = mine["pooled_share"] - mine["pixel_share"]
+    if excess.isna().all():
         return None
-    return mine.loc[mine["pooled_share"].idxmax()]
+    return mine.loc[excess.idxmax()]
 
 
 def shortcut_verdict(profile: Profile, **kwargs: object) -> str:
