@@ -13,7 +13,7 @@ faithfulness (Drop, Increase, deletion / insertion AUC), cost per image; one tab
 
 Examples:
 
-  gradsum evaluate --model potholenet --weights runs/demo/models/pothole_clean/checkpoints/epoch_006.pt --data roads:200:task=pothole --target 1 --only-with-boxes --methods gradcam,gradcam++,scorecam,integrated-gradients,rise,sise,adasise --out runs/eval
+  gradsum evaluate --model potholenet --weights runs/demo/models/pothole_clean/checkpoints/epoch_005.pt --data roads:200:task=pothole --target 1 --only-with-boxes --methods gradcam,gradcam++,scorecam,integrated-gradients,rise,sise,adasise --out runs/eval
 
   gradsum evaluate --model torchvision:resnet50 --weights r50.pt --data voc:VOC2007:split=test --methods gradcam,rise --out runs/voc
 """
