@@ -4,6 +4,7 @@ The scenes are generated once beforehand, so data generation is not counted on e
 
     python benchmarks/bench_gradsum.py              # 1,000 scenes, PilotNet, 66x200
     python benchmarks/bench_gradsum.py --n 300 --repeats 1
+    python benchmarks/bench_gradsum.py --keep-memory  # with the allocator setting of the gradsum command
 """
 from __future__ import annotations
 
@@ -52,7 +53,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--model", default="pilotnet", help="pilotnet | potholenet | digitsnet")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="keep freed memory as the gradsum command does (gradsum.core.memory; both sides)")
     args = parser.parse_args()
+    if args.keep_memory:
+        from gradsum.core.memory import keep_freed_memory
+
+        print(f"# keep_freed_memory applied: {keep_freed_memory()}")
 
     ds = gs.data.RoadScenes(args.n, size=(66, 200), seed=0, task="steering")
     data = InMemory([ds[i] for i in range(len(ds))], ds.label_table)

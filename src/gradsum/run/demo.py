@@ -204,12 +204,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
     save_figure(out / "figures/compare_methods.png", comparison_bars(
         summary[summary["model"] == "shortcut"], table, by="method", column="pooled_share", categories=cats,
         title="Shortcut model: share of the heatmap per category, by method"))
-    veg = summary[(summary["level"] == "category") & (summary["category"] == "nature") & (summary["method"] == "gradcam")]
-    veg = veg.set_index("model")["pooled_enrichment"]
+    gradcam = summary[summary["method"] == "gradcam"]
+
+    def enrichment(level: str, category: str) -> str:
+        rows = gradcam[(gradcam["level"] == level) & (gradcam["category"] == category)].set_index("model")
+        short, clean = (float(rows["pooled_enrichment"].get(m, float("nan"))) for m in ("shortcut", "no shortcut"))
+        return f"{short:.2f} for the shortcut model, {clean:.2f} without shortcut (ratio {short / clean:.2f})"
+
     spec.section("comparison", "Model and method comparison", [
-        f"Grad-CAM vegetation (nature) enrichment: {veg.get('shortcut', float('nan')):.2f} for the shortcut model, "
-        f"{veg.get('no shortcut', float('nan')):.2f} without shortcut "
-        f"(ratio {veg.get('shortcut', float('nan')) / veg.get('no shortcut', float('nan')):.2f}).",
+        f"Grad-CAM enrichment of the label vegetation: {enrichment('label', 'vegetation')}; of its category "
+        f"nature (vegetation and terrain): {enrichment('category', 'nature')}.",
     ]).figure("figures/compare_models.png", "Enrichment per category for the two pothole classifiers (Grad-CAM)")
     spec.figure("figures/compare_methods.png", "Share of the heatmap per category for each method (shortcut model)")
     spec.table("tables/pothole_summary.parquet", "All models and methods (category level)",
