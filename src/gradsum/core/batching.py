@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from gradsum.core.layout import in_preferred_layout
+
 __all__ = ["batched_scores", "BatchSize", "Progress", "auto_batch_size", "is_out_of_memory"]
 
 BatchSize = int | Literal["auto"]
@@ -58,6 +60,7 @@ def batched_scores(
     whose first dimension is stop - start. Results are concatenated along dim 0 into one
     preallocated tensor. batch_size: an int, or "auto" (64 on CPU, 512 on CUDA, halved
     while the device runs out of memory). progress(done, n) is called after each chunk.
+    A module gets each chunk in its preferred memory layout (`gradsum.core.layout`).
     """
     _check_batch_size(batch_size)
     if n <= 0:
@@ -73,7 +76,9 @@ def batched_scores(
         while start < n:
             stop = min(n, start + size)
             try:
-                values = score(model(make_inputs(start, stop)), start, stop)
+                inputs = make_inputs(start, stop)
+                output = in_preferred_layout(model, inputs, model) if isinstance(model, nn.Module) else model(inputs)
+                values = score(output, start, stop)
             except Exception as exc:  # halve on out-of-memory, re-raise anything else
                 if batch_size == "auto" and is_out_of_memory(exc) and size > 1:
                     size = max(1, size // 2)
