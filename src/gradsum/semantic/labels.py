@@ -16,7 +16,8 @@ __all__ = ["CITYSCAPES", "ROADS", "VOC", "LabelTable", "LabelIndex"]
 class LabelIndex:
     """The label ids of `table` as slots 0..S-1 (slot = id + offset, so negative ids such as
     Cityscapes' license plate -1 fit), the table-order columns `slots` (L,), the slots that
-    belong to no label (`unknown`), and the (L, C) 0/1 matrix from labels to categories."""
+    belong to no label (`unknown`), and the (L, C) 0/1 matrix from labels to categories.
+    It keeps work buffers for the last batch shape (see `workspace`): use one index per thread."""
 
     table: LabelTable
     offset: int
