@@ -46,7 +46,8 @@ class DemoConfig:
     method_options: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"integrated-gradients": {"steps": 16}})
     eval_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "integrated-gradients": {"steps": 16, "baseline": "blur"}, "rise": {"n_masks": 500, "baseline": "mean"}, "extremal": {"iterations": 60}})
+        "integrated-gradients": {"steps": 16, "baseline": "blur"}, "rise": {"n_masks": 500, "baseline": "mean"},
+        "extremal": {"iterations": 60}})
     curve_steps: int = 25  # deletion / insertion points per curve
 
     @classmethod
@@ -57,8 +58,8 @@ class DemoConfig:
                    test=40, baseline=3,
                    gallery=4, eval_images=4, sanity_images=6, curve_steps=16,
                    method_options={"integrated-gradients": {"steps": 8}},
-                   eval_options={"integrated-gradients": {"steps": 8, "baseline": "blur"}, "rise": {"n_masks": 200, "baseline": "mean"},
-                                 "extremal": {"iterations": 40}})
+                   eval_options={"integrated-gradients": {"steps": 8, "baseline": "blur"},
+                                 "rise": {"n_masks": 200, "baseline": "mean"}, "extremal": {"iterations": 40}})
 
 
 class _Log:

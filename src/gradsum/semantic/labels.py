@@ -4,12 +4,22 @@ table with `pothole`, PASCAL VOC) are defined once, in `gradsum.data.labels`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from gradsum.data.labels import CITYSCAPES, ROADS, VOC, LabelTable
 
-__all__ = ["CITYSCAPES", "ROADS", "VOC", "LabelTable", "LabelIndex"]
+__all__ = ["CITYSCAPES", "ROADS", "VOC", "LabelTable", "LabelIndex", "Workspace"]
+
+
+class Workspace(NamedTuple):
+    """Buffers of one (B, N) batch shape, reused from batch to batch."""
+
+    keys: torch.Tensor  # (B, N) int64 bins
+    parity: torch.Tensor  # (N,) int64: offset * BINS + pixel parity
+    above: torch.Tensor  # (B, N) bool: value > cut
+    values: torch.Tensor  # (B, N) float64 copy of the values (float64 accumulation)
 
 
 @dataclass
@@ -25,7 +35,7 @@ class LabelIndex:
     slots: torch.Tensor  # (L,) int64: table order -> slot
     unknown: torch.Tensor  # (U,) int64: slots of ids that are not in the table
     groups: torch.Tensor  # (L, C) float64
-    _base_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _workspace: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, table: LabelTable, device: torch.device | str | None = None) -> LabelIndex:
@@ -72,25 +82,24 @@ class LabelIndex:
         slots (see `check_known`)."""
         if seg.device.type != "cpu":  # on CPU the scatter itself rejects such bins; see check_range
             self.check_range(seg, source)
-        key, parity, above, _ = self.workspace(values.shape, values.device)
-        key.copy_(torch.gt(values, cut, out=above))  # 0 / 1 (gt straight into int64 goes through a temporary)
-        torch.add(parity, key, alpha=2, out=key)  # + offset * BINS + pixel parity
+        work = self.workspace(values.shape, values.device)
+        key = work.keys.copy_(torch.gt(values, cut, out=work.above))  # 0 / 1 (gt into int64 goes through a temporary)
+        torch.add(work.parity, key, alpha=2, out=key)  # + offset * BINS + pixel parity
         return key.add_(seg.reshape(key.shape), alpha=self.BINS)
 
-    def workspace(self, shape: torch.Size,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Buffers for a (B, N) batch: the int64 keys, the (N,) row `offset * BINS + pixel
-        parity`, a bool mask and float64 values. Kept for the last batch shape and reused from batch to
-        batch: a fresh multi-megabyte tensor per batch costs a page fault every 4 KiB, more
+    def workspace(self, shape: torch.Size, device: torch.device) -> Workspace:
+        """The buffers of a (B, N) batch, kept for the last batch shape and reused from batch
+        to batch: a fresh multi-megabyte tensor per batch costs a page fault every 4 KiB, more
         than the sums themselves."""
         cache_key = (tuple(shape), str(device))
-        if cache_key not in self._base_cache:
-            self._base_cache.clear()
+        if cache_key not in self._workspace:
+            self._workspace.clear()
             parity = torch.arange(shape[1], device=device, dtype=torch.int64) % 2 + self.offset * self.BINS
-            self._base_cache[cache_key] = (torch.empty(tuple(shape), dtype=torch.int64, device=device), parity,
-                                           torch.empty(tuple(shape), dtype=torch.bool, device=device),
-                                           torch.empty(tuple(shape), dtype=torch.float64, device=device))
-        return self._base_cache[cache_key]
+            self._workspace[cache_key] = Workspace(
+                torch.empty(tuple(shape), dtype=torch.int64, device=device), parity,
+                torch.empty(tuple(shape), dtype=torch.bool, device=device),
+                torch.empty(tuple(shape), dtype=torch.float64, device=device))
+        return self._workspace[cache_key]
 
     def check_range(self, seg: torch.Tensor, source: str = "") -> None:
         """An error naming the ids of `seg` outside the table's id range, if there are any."""

@@ -93,7 +93,7 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
         raise
     counts = counts.reshape(b, n_slots, 2, 2).sum(dim=3)  # (b, S, below/above)
     index.check_known(counts.sum(dim=2), source)
-    exact = index.workspace(keys.shape, keys.device)[3].copy_(values)  # float64 accumulation
+    exact = index.workspace(keys.shape, keys.device).values.copy_(values)  # float64 accumulation
     raw = torch.zeros(b, n_slots * n_bins, dtype=torch.float64, device=maps.device).scatter_add_(1, keys, exact)
     columns = index.slots
     counts = counts[:, columns]

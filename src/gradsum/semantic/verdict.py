@@ -1,7 +1,7 @@
 """The shortcut verdict: categories a model attends far more than random models do."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -55,12 +55,14 @@ def shortcut_findings(profile: Profile, *, level: str = "category", margin: floa
             continue
         b = float(base.loc[key, "pooled_enrichment_mean"])
         if row.pooled_enrichment > 1 and b > 0 and row.pooled_enrichment >= margin * b:
-            label = _driving_label(labels, profile.settings.get("label_groups") or {}, row) if level == "category" \
-                else None
-            findings.append(Finding(str(row.model), str(row.method), str(row.category), float(row.pooled_enrichment),
-                                    b, float(row.pooled_share), float(row.pixel_share),
-                                    *((label.category, float(label.pooled_share), float(label.pixel_share))
-                                      if label is not None else ())))
+            finding = Finding(str(row.model), str(row.method), str(row.category), float(row.pooled_enrichment),
+                              b, float(row.pooled_share), float(row.pixel_share))
+            label = _driving_label(labels, profile.settings.get("label_groups") or {}, row) \
+                if level == "category" else None
+            if label is not None:  # label rows name the label in their `category` column
+                finding = replace(finding, label=str(label.category), label_share=float(label.pooled_share),
+                                  label_pixel_share=float(label.pixel_share))
+            findings.append(finding)
     return sorted(findings, key=lambda f: -f.ratio)
 
 
