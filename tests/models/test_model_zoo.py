@@ -36,17 +36,22 @@ def test_build_unknown_spec_suggests() -> None:
 def test_build_torchvision_resnet18_three_classes() -> None:
     model = M.build("torchvision:resnet18", num_classes=3)
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3)
-    assert M.default_layer_for(model) == "layer4"
-    assert M.sise_blocks_for(model) == ["relu", "layer1", "layer2", "layer3", "layer4"]
+    # wrapped with torchvision's ImageNet normalisation: layer names carry the wrapper's prefix,
+    # and the bare names resolve too
+    assert M.default_layer_for(model) == "model.layer4"
+    assert M.sise_blocks_for(model) == ["model.relu", "model.layer1", "model.layer2", "model.layer3", "model.layer4"]
+    assert resolve_layer(model, "layer4")[1] is model.model.layer4
 
 
 def test_build_torchvision_with_local_weights_then_new_head(tmp_path: Path) -> None:
     source = M.build("torchvision:resnet18")
     path = tmp_path / "r18.pt"
     torch.save(source.state_dict(), path)
-    model = M.build("torchvision:resnet18", num_classes=3, weights=path)
-    torch.testing.assert_close(model.conv1.weight, source.conv1.weight)
-    assert model.fc.out_features == 3
+    with pytest.raises(ValueError, match=r"fc.weight \(1000, 512\) in the file vs \(3, 512\) in the model"):
+        M.build("torchvision:resnet18", num_classes=3, weights=path)  # the head is built first
+    model = M.build("torchvision:resnet18", num_classes=3, weights=path, new_head=True)  # fine-tuning start
+    torch.testing.assert_close(model.model.conv1.weight, source.model.conv1.weight)
+    assert model.model.fc.out_features == 3
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "squeezenet1_1", "regnet_x_400mf"])

@@ -139,10 +139,12 @@ def test_guided_backprop_equals_captum(model_name, inputs):
 
 
 def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_draws(inputs):
-    """Same draws: captum draws torch.normal(0, stdev) of shape (B*n, C, H, W) from the
-    global generator, sample-major (repeat_interleave); we draw randn of that shape from a
-    generator seeded identically, in the same layout. Each image here spans exactly [0, 1],
-    so our per-image sigma * (max - min) equals captum's single stdev."""
+    """Same draws: we draw ONE set of n noise samples (n, C, H, W) = randn from a CPU generator
+    seeded with `seed`, shared by every image (so an image's map does not depend on its
+    position in the batch). captum draws torch.normal(0, stdev) of shape (B*n, C, H, W) from
+    the global generator; called on one image at a time right after torch.manual_seed(seed),
+    it draws exactly our (n, C, H, W) for each image. Each image here spans exactly [0, 1], so
+    our per-image sigma * (max - min) equals captum's single stdev."""
     model, size = MODELS["custom"]
     x = inputs[size].clone()
     x[:, :, 0, 0] = 0.0
@@ -150,8 +152,10 @@ def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_draws(inputs):
     n, sigma, seed = 8, 0.15, 11
     for variant, nt_type in [("smoothgrad", "smoothgrad"), ("smoothgrad_sq", "smoothgrad_sq"), ("vargrad", "vargrad")]:
         ours = gs.explainer("smoothgrad", model, n_samples=n, sigma=sigma, variant=variant, seed=seed)(x, target=TARGETS)
-        torch.manual_seed(seed)
-        theirs = captum_attr.NoiseTunnel(captum_attr.Saliency(copy.deepcopy(model))).attribute(
-            x, nt_type=nt_type, nt_samples=n, stdevs=sigma, target=TARGETS
-        )
-        _close(ours.input_maps, theirs.detach())
+        theirs = []
+        for i, target in enumerate(TARGETS):
+            torch.manual_seed(seed)
+            theirs.append(captum_attr.NoiseTunnel(captum_attr.Saliency(copy.deepcopy(model))).attribute(
+                x[i : i + 1], nt_type=nt_type, nt_samples=n, stdevs=sigma, target=target
+            ).detach())
+        _close(ours.input_maps, torch.cat(theirs))

@@ -17,6 +17,26 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from gradsum import __version__
+
+        typer.echo(f"gradsum {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print gradsum's version and exit.")) -> None:
+    """Explain, in numbers, what image models look at."""
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    """Warnings of a command as one line on stderr: 'gradsum: warning: ...'."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    typer.echo(f"gradsum: warning: {text}", err=True)
+
+
 def _register() -> None:
     """Import every command module of this package (cli/<name>.py, not starting with '_')
     and let it add its commands with its `register(app)` function."""
@@ -34,7 +54,10 @@ _register()
 def main() -> None:
     """Console-script entry point. A command-line job keeps freed memory for its next batches
     (fewer page faults; see gradsum.core.memory)."""
+    import warnings
+
     from gradsum.core.memory import keep_freed_memory
 
     keep_freed_memory()
+    warnings.showwarning = _one_line_warning
     app()

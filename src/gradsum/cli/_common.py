@@ -1,13 +1,23 @@
 """Shared CLI plumbing: user errors (one line, exit code 2) and small parsing helpers."""
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
-__all__ = ["UserError", "user_errors", "fail", "split_list", "layer_option"]
+__all__ = ["UserError", "user_errors", "fail", "split_list", "layer_option", "parse_size", "check_out_dir",
+           "MAX_SIDE", "RESIZE_POLICIES"]
+
+#: the largest image side a command accepts in --size (a 100000x100000 request is refused
+#: before anything is allocated)
+MAX_SIDE = 8192
+RESIZE_POLICIES = ("letterbox", "stretch", "center-crop")
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,6 +45,15 @@ def user_errors(func: F) -> F:
             if isinstance(exc, KeyError):
                 msg = msg.strip("'\"")
             raise fail(msg) from None
+        except ImportError as exc:  # an optional extra that is not installed (the message names it)
+            if "pip install" not in str(exc):
+                raise
+            raise fail(str(exc).strip().splitlines()[0]) from None
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRORS:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            raise fail(f"{_DISK_ERRORS[exc.errno]}{where}; free space or choose another --out folder") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -55,3 +74,29 @@ def layer_option(model: Any, text: str) -> Any:
     if names == ["auto"]:
         return default_layer_for(model) or "auto"
     return names[0] if len(names) == 1 else names
+
+
+def parse_size(text: str | None, option: str = "--size", minimum: int = 4) -> tuple[int, int] | None:
+    """'66x200' -> (66, 200); '32' -> (32, 32); None/'' -> None. Sides must lie in
+    [minimum, MAX_SIDE] (checked before anything is allocated)."""
+    if not text:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise UserError(f"{option} must look like HxW (e.g. 224x224 or 66x200), got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise UserError(f"{option} must look like HxW (e.g. 224x224 or 66x200), got {text!r}")
+    if min(values) < minimum or max(values) > MAX_SIDE:
+        raise UserError(f"{option} sides must be between {minimum} and {MAX_SIDE} pixels (the limit), got {text!r}")
+    return values[0], values[1]
+
+
+def check_out_dir(out: Path, option: str = "--out") -> Path:
+    """--out must be a folder (existing or not), never an existing file."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{option} {out} is a file; give a folder for the results (it is created if missing)")
+    return out

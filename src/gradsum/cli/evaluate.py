@@ -6,7 +6,20 @@ from typing import Any
 
 import typer
 
-from gradsum.cli._common import UserError, layer_option, split_list, user_errors
+from gradsum.cli._common import UserError, check_out_dir, layer_option, split_list, user_errors
+from gradsum.cli._model import (
+    MEAN_OPTION,
+    MODEL_OPTION,
+    NORMALIZE_OPTION,
+    NUM_CLASSES_OPTION,
+    OUTPUT_OPTION,
+    STD_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    explained_target,
+    load_model,
+    model_output,
+)
 
 EVALUATE_HELP = """Evaluate heatmap methods: localisation against ground-truth boxes (EBPG, Bbox),
 faithfulness (Drop, Increase, deletion / insertion AUC), cost per image; one table and report.
@@ -51,9 +64,15 @@ def with_boxes(dataset: Any, limit: int | None = None) -> Subset:
 
 
 def evaluate_command(
-    model: str = typer.Option(..., "--model", "-m", help="pilotnet | potholenet | torchvision:NAME | file.py:factory"),
     data: str = typer.Option(..., "--data", "-d", help="roads:N:task=pothole | voc:DIR | ... (boxes for localisation)"),
-    weights: Path = typer.Option(None, "--weights", "-w"),
+    model: str = MODEL_OPTION,
+    weights: Path = WEIGHTS_OPTION,
+    num_classes: int = NUM_CLASSES_OPTION,
+    normalize: str = NORMALIZE_OPTION,
+    mean: str = MEAN_OPTION,
+    std: str = STD_OPTION,
+    output: str = OUTPUT_OPTION,
+    trust_pickle: bool = TRUST_OPTION,
     methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma-separated method names."),
     metrics: str = typer.Option(DEFAULT_METRICS, "--metrics", help="Comma-separated metric names."),
     layer: str = typer.Option("auto", "--layer"),
@@ -77,10 +96,20 @@ def evaluate_command(
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
         raise UserError(f"unknown metric(s) {unknown}; known: {', '.join(sorted(METRICS))}")
+    check_out_dir(out)
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if max_images is not None and max_images < 1:
+        raise UserError(f"--max-images must be >= 1, got {max_images}")
     dataset = gs.data.load_dataset(data)
+    if len(dataset) == 0:
+        raise UserError(f"--data {data} has no samples")
     if only_with_boxes:
         dataset = with_boxes(dataset, max_images)
-    net = gs.models.build(model, weights=str(weights) if weights else None)
+    net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, output=output,
+                     trust=trust_pickle)
+    model = model or gs.models.card_of(net).spec or "model"
+    target = explained_target(model_output(net, dataset[0].image[None]), target, None)
     layer_spec = layer_option(net, layer)
     result = gs.metrics.benchmark(net, dataset, names, wanted, layer=layer_spec, target=target, batch_size=batch_size,
                                   max_images=max_images, seed=seed)

@@ -6,7 +6,36 @@ from typing import Any
 
 import typer
 
-from gradsum.cli._common import UserError, layer_option, split_list, user_errors
+from gradsum.cli._common import (
+    RESIZE_POLICIES,
+    UserError,
+    check_out_dir,
+    layer_option,
+    parse_size,
+    split_list,
+    user_errors,
+)
+from gradsum.cli._model import (
+    MEAN_OPTION,
+    MODEL_OPTION,
+    NORMALIZE_OPTION,
+    NUM_CLASSES_OPTION,
+    OUTPUT_OPTION,
+    STD_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    explained_target,
+    load_model,
+    model_output,
+)
+from gradsum.cli.profile import progress_bar
+
+#: images larger than this (longest side) are scaled down when no --size is given
+MAX_DEFAULT_SIDE = 1024
+#: images shown in grid.png (every image gets its overlays)
+GRID_IMAGES = 8
+#: decoded image size refused before decoding (a PNG header can claim any size)
+MAX_IMAGE_PIXELS = 64_000_000
 
 DEFAULT_METHODS = "gradcam,gradcam++,layercam,saliency,guided-backprop,integrated-gradients"
 
@@ -20,39 +49,6 @@ Examples:
 
   gradsum explain cat.jpg --model torchvision:resnet18 --weights resnet18.pt --method gradcam --layer layer4 --target 281 --out runs/cat
 """
-
-
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size must look like HxW (e.g. 66x200); got {text!r}") from None
-    return h, w
-
-
-def _load_images(paths: list[Path], size: tuple[int, int] | None) -> tuple[Any, list[str]]:
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    tensors = []
-    for path in paths:
-        if not path.is_file():
-            raise UserError(f"image file not found: {path}")
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                if size is not None:
-                    img = img.resize((size[1], size[0]), Image.BILINEAR)
-                tensors.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"cannot read image {path}: {exc}") from None
-    shapes = {tuple(t.shape) for t in tensors}
-    if len(shapes) > 1:
-        raise UserError(f"images have different sizes {sorted(shapes)}; pass --size HxW to resize them")
-    return torch.stack(tensors), [p.stem for p in paths]
 
 
 def _digits_example(seed: int) -> tuple[Any, Any, list[str]]:
@@ -79,13 +75,24 @@ def _digits_example(seed: int) -> tuple[Any, Any, list[str]]:
 
 def explain_command(
     images: list[Path] = typer.Argument(None, help="Image files (PNG/JPEG) to explain."),
-    model: str = typer.Option(None, "--model", "-m", help="pilotnet | potholenet | digitsnet | torchvision:NAME | file.py:factory"),
-    weights: Path = typer.Option(None, "--weights", "-w", help="Local weights file (state dict or trainer checkpoint)."),
+    model: str = MODEL_OPTION,
+    weights: Path = WEIGHTS_OPTION,
+    num_classes: int = NUM_CLASSES_OPTION,
+    normalize: str = NORMALIZE_OPTION,
+    mean: str = MEAN_OPTION,
+    std: str = STD_OPTION,
+    output: str = OUTPUT_OPTION,
+    trust_pickle: bool = TRUST_OPTION,
     method: str = typer.Option(DEFAULT_METHODS, "--method", help="Comma-separated method names (see `gradsum methods`)."),
     layer: str = typer.Option("auto", "--layer", help="Layer name(s) for CAM methods, comma-separated; 'auto' = model default."),
-    target: int = typer.Option(None, "--target", help="Class index to explain (default: the predicted class; output 0 for regressors)."),
-    sign: int = typer.Option(1, "--sign", help="For regressors: +1 explains what pushes the output up, -1 down."),
-    size: str = typer.Option(None, "--size", help="Resize images to HxW before explaining (e.g. 66x200)."),
+    target: int = typer.Option(None, "--target", help="Class index (segmentation models: category) to explain "
+                                                       "(default: the predicted class; output 0 for regressors)."),
+    sign: int = typer.Option(None, "--sign", help="Regressors only: +1 explains what pushes the output up, -1 down."),
+    size: str = typer.Option(None, "--size", help="Explain images at HxW (default: the checkpoint's input size, else "
+                                                  f"each image's own, scaled down to at most {MAX_DEFAULT_SIDE} px)."),
+    resize: str = typer.Option("letterbox", "--resize", help="How --size is reached when the aspect ratio differs: "
+                                                             "letterbox (fit, pad grey) | stretch | center-crop."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Images per batch (default: sized to free memory)."),
     example: str = typer.Option(None, "--example", help="Use a built-in example instead of images: 'digits'."),
     out: Path = typer.Option(Path("runs/explain"), "--out", "-o", help="Output folder."),
     seed: int = typer.Option(0, "--seed", help="Seed for training the example and for stochastic methods."),
@@ -93,6 +100,7 @@ def explain_command(
     import torch
 
     import gradsum as gs
+    from gradsum.data.transforms import fit_image
     from gradsum.run.store import save_figure, save_maps, save_png, write_json, write_text
 
     methods = split_list(method)
@@ -100,46 +108,165 @@ def explain_command(
         raise UserError("--method is empty; give at least one method name (see `gradsum methods`)")
     for name in methods:
         gs.method_info(name)  # unknown names fail before any work
+    check_out_dir(out)
+    hw = parse_size(size)
+    if resize not in RESIZE_POLICIES:
+        raise UserError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if example is not None:
         if example != "digits":
             raise UserError(f"unknown example {example!r}; the built-in example is 'digits'")
+        given = [opt for opt, value in (("IMAGES", images), ("--model", model), ("--weights", weights),
+                                        ("--size", size)) if value]
+        if given:
+            raise UserError(f"--example digits brings its own model and images; drop {', '.join(given)}")
         net, x, titles = _digits_example(seed)
+        plan = [(None, titles, x.shape[-2:])]
+        loaded = {0: x}
     else:
         if not images:
             raise UserError("give image files to explain, or --example digits")
-        if not model:
-            raise UserError("--model is required with image files (e.g. --model pilotnet)")
-        net = gs.models.build(model, weights=str(weights) if weights else None)
-        x, titles = _load_images(list(images), _parse_size(size))
+        headers = [_image_header(Path(p)) for p in images]
+        net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, output=output,
+                         trust=trust_pickle)
+        hw = hw or gs.models.card_of(net).input_size
+        plan, notes = _plan(list(images), headers, hw, resize)
+        for note in notes:
+            typer.echo(note)
+        loaded = {}
+    first_x = loaded[0][:1] if loaded else _read_batch(plan[0][0][:1], plan[0][2], resize)
+    spec = explained_target(model_output(net, first_x), target, sign)
     layers = layer_option(net, layer)
-    spec: Any = target
-    with torch.no_grad():
-        n_outputs = net(x[:1]).flatten(1).shape[1]
-    if n_outputs == 1:
-        spec = gs.RegressionTarget(0, sign=sign)
-    results = gs.explain(net, x, methods=methods, layer=layers, target=spec)
-    first = next(iter(results.values()))
-    out.mkdir(parents=True, exist_ok=True)
-    save_figure(out / "grid.png", gs.viz.grid(x, results, titles=titles))
-    for name, attr in results.items():
-        for i, title in enumerate(titles):
-            save_png(out / "overlays" / f"{i:02d}_{_slug(title)}_{_slug(name)}.png", gs.viz.overlay(x[i], attr.maps[i]))
-    save_maps(out / "maps.npz", **{name: attr.maps for name, attr in results.items()})
+    maps: dict[str, list[Any]] = {name: [] for name in methods}
     rows = ["image,method,target,score,forward_passes,backward_passes,seconds"]
-    for name, attr in results.items():
-        c = attr.cost
-        for i, title in enumerate(titles):
-            t = "" if attr.targets is None else int(attr.targets[i])
-            rows.append(f"{title},{name},{t},{float(attr.scores[i]):.6g},{c.forward_passes},{c.backward_passes},{c.seconds:.4f}")
+    all_titles: list[str] = []
+    grid_images: list[Any] = []
+    grid_maps: dict[str, list[Any]] = {name: [] for name in methods}
+    total = None
+    n_images = sum(len(t) for _, t, _ in plan)
+    bar, update = progress_bar("explaining")
+    done = 0
+    with bar:
+        update(0, n_images)
+        for g, (paths, titles, shape) in enumerate(plan):
+            step = batch_size or _auto_batch(int(shape[0]), int(shape[1]), len(methods))
+            for start in range(0, len(titles), step):
+                x = loaded[g] if paths is None else _read_batch(paths[start:start + step], shape, resize)
+                names = titles[start:start + step]
+                results = gs.explain(net, x, methods=methods, layer=layers, target=spec)
+                total = results.cost if total is None else total + results.cost
+                for name, attr in results.items():
+                    maps[name].append(attr.maps.to(torch.float16))
+                    c = attr.cost
+                    for i, title in enumerate(names):
+                        t = "" if attr.targets is None else int(attr.targets[i])
+                        rows.append(f"{title},{name},{t},{float(attr.scores[i]):.6g},{c.forward_passes},"
+                                    f"{c.backward_passes},{c.seconds:.4f}")
+                        save_png(out / "overlays" / f"{len(all_titles) + i:02d}_{_slug(title)}_{_slug(name)}.png",
+                                 gs.viz.overlay(x[i], attr.maps[i]))
+                if len(grid_images) < GRID_IMAGES:  # the grid shows every image at the first one's size
+                    take = GRID_IMAGES - len(grid_images)
+                    cell = tuple(grid_images[0].shape[-2:]) if grid_images else tuple(x.shape[-2:])
+                    grid_images.extend(fit_image(img, cell) for img in x[:take])
+                    for name, attr in results.items():
+                        low = attr.maps[:take].amin(dim=(1, 2))
+                        grid_maps[name].extend(fit_image(m[None], cell, fill=float(lo))[0]
+                                               for m, lo in zip(attr.maps[:take], low, strict=True))
+                all_titles.extend(names)
+                done += len(names)
+                update(done, n_images)
+    grid_x = torch.stack(grid_images)
+    save_figure(out / "grid.png", gs.viz.grid(grid_x, {k: torch.stack(v) for k, v in grid_maps.items()},
+                                              titles=all_titles[: len(grid_images)], max_images=GRID_IMAGES))
+    if len({tuple(m.shape[-2:]) for chunks in maps.values() for m in chunks}) == 1:
+        save_maps(out / "maps.npz", **{name: torch.cat(chunks) for name, chunks in maps.items()})
+    else:  # images of several sizes: one (H,W) array per method and image, keys "method/index"
+        save_maps(out / "maps.npz", **{f"{name}/{i}": m for name, chunks in maps.items()
+                                       for i, m in enumerate(m for chunk in chunks for m in chunk)})
     write_text(out / "explanations.csv", "\n".join(rows) + "\n")
+    card = gs.models.card_of(net)
     write_json(out / "manifest.json", {
-        "command": "explain", "model": model or f"example:{example}", "weights": str(weights) if weights else None,
-        "methods": methods, "layers": first.settings.get("layers"), "target": first.settings.get("target"),
-        "seed": seed, "images": titles, "gradsum": gs.__version__,
+        "command": "explain", "model": model or (card.spec if card else None) or f"example:{example}",
+        "weights": str(weights) if weights else None, "card": card.to_dict() if card else None,
+        "methods": methods, "layers": layers if isinstance(layers, str | list) else None, "target": target,
+        "sign": sign, "size": list(hw) if hw else None, "resize": resize if hw else None,
+        "seed": seed, "images": all_titles, "gradsum": gs.__version__,
     })
-    typer.echo(f"wrote {len(methods)} methods x {len(titles)} images to {out} (grid.png, overlays/, maps.npz)")
-    typer.echo(f"total cost: {results.cost.forward_passes} forward + {results.cost.backward_passes} backward "
-               f"passes, {results.cost.seconds:.2f} s")
+    typer.echo(f"wrote {len(methods)} methods x {len(all_titles)} images to {out} (grid.png, overlays/, maps.npz)")
+    typer.echo(f"total cost: {total.forward_passes} forward + {total.backward_passes} backward "
+               f"passes, {total.seconds:.2f} s")
+
+
+def _image_header(path: Path) -> tuple[int, int]:
+    """(H, W) from the file's header, checked against the pixel limit, before decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise UserError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise UserError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise UserError(f"image {path} is {w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels; "
+                        "downscale it first")
+    return h, w
+
+
+def _plan(paths: list[Path], headers: list[tuple[int, int]], size: tuple[int, int] | None,
+          resize: str) -> tuple[list[tuple[list[Path], list[str], tuple[int, int]]], list[str]]:
+    """Group the images by the size they are explained at: (paths, titles, (H, W)) per group,
+    in the order given, plus lines that say how images are resized."""
+    notes: list[str] = []
+    targets = []
+    for path, (h, w) in zip(paths, headers, strict=True):
+        if size is not None:
+            targets.append(tuple(size))
+        elif max(h, w) > MAX_DEFAULT_SIDE:
+            scale = MAX_DEFAULT_SIDE / max(h, w)
+            targets.append((max(1, round(h * scale)), max(1, round(w * scale))))
+            notes.append(f"{path.name} ({h}x{w}) is explained at {targets[-1][0]}x{targets[-1][1]} (images above "
+                         f"{MAX_DEFAULT_SIDE} px are scaled down; pass --size HxW to choose)")
+        else:
+            targets.append((h, w))
+    if size is not None:
+        differ = [p.name for p, (h, w) in zip(paths, headers, strict=True) if abs(h / w - size[0] / size[1]) > 0.01]
+        if differ:
+            how = {"letterbox": "scaled to fit and padded with grey", "stretch": "stretched (aspect ratio not kept)",
+                   "center-crop": "scaled to cover and cropped at the centre"}[resize]
+            notes.append(f"{len(differ)} image(s) have another aspect ratio than {size[0]}x{size[1]} (e.g. {differ[0]}): "
+                         f"{how} (--resize {resize}; letterbox | stretch | center-crop)")
+    groups: dict[tuple[int, int], tuple[list[Path], list[str]]] = {}
+    for path, target in zip(paths, targets, strict=True):
+        group = groups.setdefault(target, ([], []))
+        group[0].append(path)
+        group[1].append(path.stem)
+    return [(p, t, s) for s, (p, t) in groups.items()], notes
+
+
+def _read_batch(paths: list[Path], size: Any, resize: str) -> Any:
+    """Decode and resize a batch of image files to `size` (H, W)."""
+    import torch
+
+    from gradsum.data._files import read_rgb
+    from gradsum.data.transforms import fit_image
+
+    return torch.stack([fit_image(read_rgb(p), (int(size[0]), int(size[1])), resize) for p in paths])
+
+
+def _auto_batch(h: int, w: int, n_methods: int) -> int:
+    """Images per batch that fit a quarter of the free memory, assuming the passes need about
+    400 bytes per input value per method (activations kept for the backward pass), 1..32."""
+    import os
+
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = 4 << 30
+    per_image = h * w * 3 * 400 * max(1, min(n_methods, 4))
+    return int(min(32, max(1, free // 4 // per_image)))
 
 
 def _slug(text: str) -> str:

@@ -6,7 +6,21 @@ from typing import Any
 
 import typer
 
-from gradsum.cli._common import UserError, layer_option, split_list, user_errors
+from gradsum.cli._common import UserError, check_out_dir, layer_option, split_list, user_errors
+from gradsum.cli._model import (
+    MEAN_OPTION,
+    MODEL_OPTION,
+    NORMALIZE_OPTION,
+    NUM_CLASSES_OPTION,
+    OUTPUT_OPTION,
+    STD_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    load_model,
+)
+
+#: random-model copies for the baseline, at most (each costs a pass over the data)
+MAX_BASELINE = 100
 
 PROFILE_HELP = """GradSUM: the share of each heatmap on each semantic category, over a dataset, with a
 random-model baseline. Resumable: re-run the same command after an interruption.
@@ -78,13 +92,19 @@ def _slug(text: Any) -> str:
 
 
 def profile_command(
-    model: str = typer.Option(..., "--model", "-m", help="pilotnet | potholenet | digitsnet | torchvision:NAME | file.py:factory"),
     data: str = typer.Option(..., "--data", "-d", help="roads:N | cityscapes:DIR | voc:DIR | driving:CSV (with segmentations)"),
-    weights: Path = typer.Option(None, "--weights", "-w", help="Local weights file."),
+    model: str = MODEL_OPTION,
+    weights: Path = WEIGHTS_OPTION,
+    num_classes: int = NUM_CLASSES_OPTION,
+    normalize: str = NORMALIZE_OPTION,
+    mean: str = MEAN_OPTION,
+    std: str = STD_OPTION,
+    output: str = OUTPUT_OPTION,
+    trust_pickle: bool = TRUST_OPTION,
     method: str = typer.Option("gradcam", "--method", help="Comma-separated method names."),
     layer: str = typer.Option("auto", "--layer", help="Layer for CAM methods ('auto' = the model's default)."),
     target: str = typer.Option(None, "--target", help="Class index, 'label' (each image's label) or empty for the prediction."),
-    baseline: int = typer.Option(10, "--baseline", help="Random-model copies for the baseline (0 = none)."),
+    baseline: int = typer.Option(10, "--baseline", help=f"Random-model copies for the baseline (0 = none, at most {MAX_BASELINE})."),
     batch_size: int = typer.Option(16, "--batch-size"),
     shard_size: int = typer.Option(64, "--shard-size", help="Images per resumable shard."),
     seed: int = typer.Option(0, "--seed"),
@@ -96,17 +116,28 @@ def profile_command(
     from gradsum.run import profile_job
 
     methods = split_list(method)
+    if not methods:
+        raise UserError("--method is empty; give at least one method name (see `gradsum methods`)")
     for name in methods:
         gs.method_info(name)
+    check_out_dir(out)
+    if not 0 <= baseline <= MAX_BASELINE:
+        raise UserError(f"--baseline must be between 0 and {MAX_BASELINE} random copies (the limit), got {baseline}")
+    if batch_size < 1 or shard_size < 1:
+        raise UserError(f"--batch-size and --shard-size must be >= 1, got {batch_size} and {shard_size}")
     dataset = gs.data.load_dataset(data)
     if getattr(dataset, "label_table", None) is None:
         raise UserError(f"data {data!r} has no segmentation label table; GradSUM needs segmented images")
-    net = gs.models.build(model, weights=str(weights) if weights else None)
+    net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, output=output,
+                     trust=trust_pickle)
+    model = model or gs.models.card_of(net).spec or "model"
     layer_spec = layer_option(net, layer)
     target_spec: Any = None
     if target:
         target_spec = "label" if target == "label" else _int(target)
-    config = {"model": model, "weights": str(weights) if weights else None, "data": data}
+    card = gs.models.card_of(net)
+    config = {"model": model, "weights": str(weights) if weights else None, "data": data,
+              "card": card.to_dict() if card else None}
     bar, update = progress_bar("profiling")
     with bar:
         profile = profile_job(net, dataset, out, methods=methods, layer=layer_spec, target=target_spec,

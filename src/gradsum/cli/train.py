@@ -7,24 +7,12 @@ from typing import Any
 
 import typer
 
-from ._common import UserError, user_errors
+from ._common import UserError, check_out_dir, parse_size, user_errors
+from ._model import MEAN_OPTION, MODEL_HELP, NORMALIZE_OPTION, STD_OPTION, TRUST_OPTION, load_model
 
 __all__ = ["register", "train"]
 
 _TASKS = ("regression", "classification", "multilabel")
-
-
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise UserError(f"--size must look like HxW (e.g. 66x200), got {text!r}") from None
-    if h < 1 or w < 1:
-        raise UserError(f"--size must be positive, got {text!r}")
-    return h, w
 
 
 def _load(spec: str, task: str, size: tuple[int, int] | None) -> Any:
@@ -45,7 +33,7 @@ def _load(spec: str, task: str, size: tuple[int, int] | None) -> Any:
 
 @user_errors
 def train(
-    model: str = typer.Option(..., "--model", help="Model SPEC: pilotnet | potholenet | digitsnet | torchvision:NAME | timm:NAME | FILE.py:FACTORY."),
+    model: str = typer.Option(..., "--model", help=MODEL_HELP),
     data: str = typer.Option(..., "--data", help="Data SPEC, e.g. roads:2000 or digits or folder:DIR."),
     task: str = typer.Option(..., "--task", help="regression | classification | multilabel."),
     epochs: int = typer.Option(..., "--epochs", help="Number of epochs (one checkpoint each)."),
@@ -59,7 +47,12 @@ def train(
     size: str | None = typer.Option(None, "--size", help="Resize images to HxW, e.g. 66x200."),
     augment: str | None = typer.Option(None, "--augment", help="Comma list of flip, brightness, rotate (flip negates steering)."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model (default: from the data's classes)."),
-    weights: Path | None = typer.Option(None, "--weights", help="Start from these weights (state dict file)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Start from these weights (a state dict or checkpoint; "
+                                                                "with --num-classes the head is replaced by a new one)."),
+    normalize: str = NORMALIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    trust_pickle: bool = TRUST_OPTION,
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Keep samples in memory after the first epoch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -70,7 +63,6 @@ def train(
     """
     import torch
 
-    import gradsum.models as gm
     import gradsum.train as gt
     from gradsum.train.cache import CachedDataset
 
@@ -82,9 +74,10 @@ def train(
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    check_out_dir(out)
     if out.exists() and any((out / "checkpoints").glob("epoch_*.pt")):
         raise UserError(f"{out} already holds checkpoints; choose a new --out folder or delete it")
-    hw = _parse_size(size)
+    hw = parse_size(size)
     dataset = _load(data, task, hw)
     if len(dataset) == 0:
         raise UserError(f"--data {data} has no samples")
@@ -106,7 +99,8 @@ def train(
     classes = getattr(dataset, "classes", None)
     if num_classes is None and task != "regression" and classes:
         num_classes = len(classes)
-    net = gm.build(model, num_classes=num_classes, weights=weights)
+    net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, trust=trust_pickle,
+                     new_head=weights is not None and num_classes is not None)
     history = gt.fit(
         net, train_set, val_set, task=task, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, augment=gt.parse_augment(augment, task), seed=seed, out=out,
@@ -118,13 +112,20 @@ def train(
         "weight_decay": weight_decay, "seed": seed, "size": list(hw) if hw else None,
         "augment": augment, "num_classes": num_classes, "weights": str(weights) if weights else None,
         "n_train": len(train_set), "n_val": len(val_set) if val_set is not None else 0,
-        "torch": torch.__version__,
+        "torch": torch.__version__, "card": _card_dict(net),
     }
     (out / "run.json").write_text(json.dumps(manifest, indent=2))
     best = history.best
     shown = "  ".join(f"{k} {v:.4g}" for k, v in best.items() if k not in ("epoch", "lr", "seconds"))
     typer.echo(f"best epoch {history.best_epoch}/{epochs}: {shown}")
     typer.echo(f"wrote {len(history.checkpoints)} checkpoints, metrics.csv and loss.png to {out}")
+
+
+def _card_dict(net: Any) -> dict[str, Any] | None:
+    from gradsum.models import card_of
+
+    card = card_of(net)
+    return card.to_dict() if card else None
 
 
 def register(app: typer.Typer) -> None:

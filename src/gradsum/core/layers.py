@@ -32,6 +32,20 @@ def layer_name(model: nn.Module, module: nn.Module) -> str:
     )
 
 
+def _through_wrappers(model: nn.Module, name: str, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """The module `name` names inside a wrapper that declares a ``layer_prefix`` (such as
+    `gradsum.models.Prepared`: "layer4" -> "model.layer4"), else None."""
+    prefix, current = "", model
+    while isinstance(getattr(current, "layer_prefix", None), str):
+        prefix += current.layer_prefix
+        if prefix + name in modules:
+            return modules[prefix + name]
+        current = modules.get(prefix.rstrip("."))
+        if current is None:
+            return None
+    return None
+
+
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """One layer by dotted name (as in `model.named_modules()`) or module object."""
     if isinstance(layer, nn.Module):
@@ -43,6 +57,9 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     modules = dict(model.named_modules())
     if layer in modules and layer:
         return layer, modules[layer]
+    inner = _through_wrappers(model, layer, modules)
+    if inner is not None:
+        return layer, inner
     close = _close_names(model, layer)
     hint = f"; closest names: {', '.join(close)}" if close else ""
     raise ValueError(f"unknown layer '{layer}' in {type(model).__name__}{hint}")

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from gradsum.core.layers import AUTO
+from gradsum.core.outputs import OutputSpec, selected_output
 
-__all__ = ["Probe", "preserved_state", "SpatialLayerError", "LayerCall"]
+__all__ = ["Probe", "preserved_state", "gradients_enabled", "SpatialLayerError", "LayerCall"]
 
 
 class SpatialLayerError(ValueError):
@@ -38,10 +39,12 @@ def _modules_and_parameters(model: nn.Module) -> tuple[list[nn.Module], list[nn.
 
 
 @contextlib.contextmanager
-def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[nn.Module]:
+def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = True,
+                    output: OutputSpec = None) -> Iterator[nn.Module]:
     """Run a block with the model in eval mode and its parameters frozen, then put back
     exactly what was there: each module's train/eval flag, each parameter's requires_grad
-    and .grad — also when the block raises.
+    and .grad, its hooks — also when the block raises. Inside, `model(x)` returns the one
+    tensor that `output` selects from a dict/tuple output (`gradsum.core.outputs`).
 
     Freezing the parameters means the forward pass records a graph only from the first
     tensor that requires grad (the input or a captured layer) onwards: no parameter
@@ -58,7 +61,8 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = 
             for p, flag in zip(params, flags, strict=True):
                 if flag:
                     p.requires_grad_(False)
-        yield model
+        with selected_output(model, output):
+            yield model
     finally:  # touch only what changed (Module.__setattr__ is slow Python, ~1 us per module)
         for m, training in zip(modules, modes, strict=True):
             if m.training != training:
@@ -68,6 +72,16 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = 
                 p.requires_grad_(flag)
             if p.grad is not grad:
                 p.grad = grad
+
+
+@contextlib.contextmanager
+def gradients_enabled() -> Iterator[None]:
+    """Autograd on inside the block, whatever the caller's mode (`torch.no_grad()`,
+    `torch.inference_mode()`); the caller's mode is back afterwards. Tensors made under
+    inference mode must be cloned inside the block before autograd can use them
+    (`gradsum.methods.base.prepare_input` does that for the images)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 @dataclass
@@ -143,18 +157,29 @@ class Probe:
 
         return hook
 
-    def resolve_auto(self) -> tuple[str, bool]:
-        """After an auto forward: (name of the last 4-D spatial layer, whether its captured
-        output is still intact, i.e. was not modified in place afterwards)."""
+    def resolve_auto(self, output: torch.Tensor | None = None) -> tuple[str, bool]:
+        """After an auto forward: (name of the last 4-D spatial layer that is not the output
+        head, whether its captured output is still intact, i.e. was not modified in place
+        afterwards). With a spatial model `output` (B,K,H,W) given (a segmentation net), the
+        trailing layers with K channels are its head (the per-pixel logits) and are skipped,
+        as long as an earlier spatial layer exists."""
         if not self._candidates:
             raise SpatialLayerError(
                 f"no layer of {type(self.model).__name__} outputs a spatial map (B,C,h,w) larger than 1x1; "
                 "give layer=<name> explicitly"
             )
-        name, tensor, version = self._candidates[-1]
+        candidates = self._candidates
+        if isinstance(output, torch.Tensor) and output.ndim == 4:
+            k = output.shape[1]
+            end = len(candidates)
+            while end > 0 and (candidates[end - 1][1].shape[1] == k or candidates[end - 1][1] is output):
+                end -= 1
+            if end > 0:
+                candidates = candidates[:end]
+        name, tensor, version = candidates[-1]
         intact = tensor._version == version and tensor.requires_grad
         if intact:
-            calls = sum(1 for n, _, _ in self._candidates if n == name)
+            calls = sum(1 for n, _, _ in candidates if n == name)
             self.captured = {name: LayerCall(name, tensor, calls)}
         return name, intact
 

@@ -10,6 +10,7 @@ log_softmax(output)[c]. Regression targets explain the raw output times `sign`.
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -207,28 +208,41 @@ class RegressionTarget(Target):
 
 class SegmentationTarget(Target):
     """Explain the sum of category `category`'s output over `mask` for a segmentation model
-    with output (B, K, H, W). mask: (H,W) or (B,H,W), bool or float weights."""
+    with output (B, K, H, W). mask: (H,W) or (B,H,W), bool or float weights; None (default)
+    means the pixels the model predicts as `category` on the clean input (argmax over K),
+    or every pixel of an image where it predicts none."""
 
-    def __init__(self, category: int, mask: torch.Tensor):
+    def __init__(self, category: int, mask: torch.Tensor | None = None):
+        if isinstance(category, bool) or not isinstance(category, numbers.Integral):
+            raise TypeError(f"SegmentationTarget category must be an int class index; got {category!r}")
         self.category = int(category)
         self.mask = mask
 
     def bind(self, output: torch.Tensor) -> BoundTarget:
         if output.ndim != 4:
-            raise ValueError(f"SegmentationTarget needs a (B, K, H, W) output; got {tuple(output.shape)}")
+            raise ValueError(
+                f"SegmentationTarget needs a (B, K, H, W) model output (a segmentation model); got {tuple(output.shape)}"
+            )
         if not 0 <= self.category < output.shape[1]:
             raise ValueError(
                 f"segmentation category {self.category} is out of range: the model has "
                 f"{output.shape[1]} output channels (valid 0..{output.shape[1] - 1})"
             )
-        mask = torch.as_tensor(self.mask).to(device=output.device, dtype=output.dtype)
-        if mask.shape[-2:] != output.shape[-2:] or mask.ndim not in (2, 3):
-            raise ValueError(
-                f"SegmentationTarget mask has shape {tuple(mask.shape)}; expected (H,W) or (B,H,W) "
-                f"with H,W = {tuple(output.shape[-2:])}"
-            )
-        if mask.ndim == 2:
-            mask = mask.expand(output.shape[0], *mask.shape)
+        if self.mask is None:
+            predicted = output.detach().argmax(dim=1) == self.category
+            empty = ~predicted.flatten(1).any(dim=1)
+            mask = (predicted | empty[:, None, None]).to(output.dtype)
+            where = "predicted pixels"
+        else:
+            mask = torch.as_tensor(self.mask).to(device=output.device, dtype=output.dtype)
+            if mask.shape[-2:] != output.shape[-2:] or mask.ndim not in (2, 3) or (
+                    mask.ndim == 3 and mask.shape[0] not in (1, output.shape[0])):
+                raise ValueError(
+                    f"SegmentationTarget mask has shape {tuple(mask.shape)}; expected (H,W) or (B,H,W) "
+                    f"with H,W = {tuple(output.shape[-2:])} and B = {output.shape[0]}"
+                )
+            mask = mask.expand(output.shape[0], *mask.shape[-2:])
+            where = "mask"
         category = self.category
 
         def fn(out: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
@@ -236,7 +250,7 @@ class SegmentationTarget(Target):
             return (out[:, category] * m).sum(dim=(-2, -1))
 
         idx = torch.full((output.shape[0],), category, device=output.device, dtype=torch.long)
-        return BoundTarget(fn, idx, "logit", f"segmentation category {category}")
+        return BoundTarget(fn, idx, "logit", f"segmentation category {category} ({where})")
 
 
 class CallableTarget(Target):
@@ -303,12 +317,19 @@ def resolve_target(target: TargetSpec) -> Target:
                 "For regression use gs.RegressionTarget(index, sign)"
             )
         return ClassTarget(target)
-    if isinstance(target, int):
-        return ClassTarget(target)
+    if isinstance(target, numbers.Integral):  # int, numpy integers
+        return ClassTarget(int(target))
+    if type(target).__module__ == "numpy" and hasattr(target, "dtype"):  # numpy array
+        if target.dtype.kind not in "iu":
+            raise TypeError(
+                f"a target array must hold integer class indices; got dtype {target.dtype}. "
+                "For regression use gs.RegressionTarget(index, sign)"
+            )
+        return ClassTarget(torch.as_tensor(target).reshape(-1).long())
     if isinstance(target, Sequence) and not isinstance(target, str):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+        if not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
             raise TypeError("a target list must hold integer class indices, one per image")
-        return ClassTarget(list(target))
+        return ClassTarget([int(t) for t in target])
     if callable(target):
         return CallableTarget(target)
     raise TypeError(

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from .samples import Sample
 
 __all__ = [
+    "fit_image",
     "Compose", "Resize", "CenterCrop", "RandomCrop", "HorizontalFlip", "RandomHorizontalFlip",
     "Brightness",
 ]  # fmt: skip
@@ -203,3 +204,33 @@ class Brightness:
     def __call__(self, s: Sample) -> Sample:
         f = 1.0 + (float(torch.rand((), generator=self.generator)) * 2.0 - 1.0) * self.delta
         return _replace(s, image=(s.image * f).clamp_(0.0, 1.0))
+
+
+def fit_image(image: torch.Tensor, size: Sequence[int], policy: str = "letterbox", fill: float = 0.5) -> torch.Tensor:
+    """A (C,H,W) image brought to `size` (h, w), bilinear with antialiasing:
+    "stretch" resizes to (h, w) whatever the aspect ratio; "letterbox" scales it to fit
+    inside (h, w) keeping the aspect ratio and pads the rest with `fill` (grey), centred;
+    "center-crop" scales it to cover (h, w) and crops the centre."""
+    h, w = int(size[0]), int(size[1])
+    if policy not in ("letterbox", "stretch", "center-crop"):
+        raise ValueError(f"resize policy must be 'letterbox', 'stretch' or 'center-crop'; got {policy!r}")
+    H, W = image.shape[-2:]
+    if (h, w) == (H, W):
+        return image
+    if policy == "stretch":
+        scale_h, scale_w = h / H, w / W
+    else:
+        pick = min if policy == "letterbox" else max
+        scale_h = scale_w = pick(h / H, w / W)
+    nh, nw = max(1, round(H * scale_h)), max(1, round(W * scale_w))
+    resized = F.interpolate(image[None].float(), size=(nh, nw), mode="bilinear", align_corners=False,
+                            antialias=True)[0].clamp_(0.0, 1.0)
+    if (nh, nw) == (h, w):
+        return resized
+    if policy == "center-crop":
+        top, left = (nh - h) // 2, (nw - w) // 2
+        return resized[:, top: top + h, left: left + w]
+    canvas = torch.full((image.shape[0], h, w), float(fill), dtype=resized.dtype)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    canvas[:, top: top + nh, left: left + nw] = resized
+    return canvas

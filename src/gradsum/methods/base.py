@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -12,10 +13,12 @@ from torch import nn
 
 from gradsum.core.attribution import Attribution
 from gradsum.core.layout import in_preferred_layout
-from gradsum.core.probe import preserved_state
+from gradsum.core.outputs import OutputSpec, check_output_spec
+from gradsum.core.probe import gradients_enabled, preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
 
-__all__ = ["Explainer", "check_input", "contiguous_result", "upsample"]
+__all__ = ["Explainer", "check_input", "prepare_input", "model_dtype", "warn_zero_maps", "contiguous_result",
+           "upsample"]
 
 
 def check_input(x: Any, name: str = "x") -> torch.Tensor:
@@ -36,6 +39,64 @@ def check_input(x: Any, name: str = "x") -> torch.Tensor:
     if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values; clean the input before explaining it")
     return x
+
+
+def model_dtype(model: nn.Module) -> tuple[torch.dtype, torch.device] | None:
+    """(dtype, device) of the model's first floating-point parameter or buffer; None if it has none."""
+    for tensors in (model.parameters(), model.buffers()):
+        for t in tensors:
+            if t.is_floating_point():
+                return t.dtype, t.device
+    return None
+
+
+def prepare_input(model: nn.Module, x: Any, name: str = "x") -> tuple[torch.Tensor, dict[str, Any]]:
+    """Check `x` (see `check_input`) and make it usable by `model` and by autograd: cast to
+    the model's floating dtype (float64 or float16 images for a float32 model) and copy a
+    tensor made under `torch.inference_mode()`. Returns (x, notes for the result's
+    settings). Call it inside `gradients_enabled()`."""
+    x = check_input(x, name)
+    notes: dict[str, Any] = {}
+    found = model_dtype(model)
+    if found is not None:
+        dtype, device = found
+        if x.device != device and not (x.device.type == device.type == "cpu"):
+            raise ValueError(
+                f"{name} is on {x.device} but the model's parameters are on {device}; "
+                f"move one of them, e.g. {name} = {name}.to('{device}')"
+            )
+        if x.dtype != dtype:
+            notes["input_cast"] = f"{str(x.dtype).replace('torch.', '')} -> {str(dtype).replace('torch.', '')}"
+            x = x.to(dtype)
+    if x.is_inference():
+        x = x.clone()
+    return x, notes
+
+
+_ZERO_CAUSES = {
+    "cam": "the target's gradient at the explained layer is zero (a zero-initialised or untrained head, "
+           "a 1x1 layer) or every weighted channel is negative there; try another layer or check the head",
+    "gradient": "the target's gradient with respect to the input is zero (a zero-initialised or untrained "
+                "head, or a saturated output)",
+}
+
+
+def warn_zero_maps(attribution: Attribution, family: str = "") -> None:
+    """Warn (UserWarning, one line) when the map of any image is zero everywhere: it would be
+    drawn as a blank map with no word; the message names the images and the likely cause."""
+    maps = attribution.maps
+    if maps.numel() == 0:
+        return
+    zero = maps.flatten(1).abs().amax(dim=1) == 0
+    if not bool(zero.any()):
+        return
+    images = zero.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, images[:8])) + (", ..." if len(images) > 8 else "")
+    cause = _ZERO_CAUSES.get(family, "the explained score does not change with the input here")
+    warnings.warn(
+        f"{attribution.method}: the map of image(s) {shown} is zero everywhere; likely cause: {cause}",
+        UserWarning, stacklevel=3,
+    )
 
 
 def contiguous_result(attribution: Attribution) -> Attribution:
@@ -87,7 +148,10 @@ class Explainer:
     """
 
     name: ClassVar[str] = "explainer"
+    family: ClassVar[str] = ""
     freeze_parameters: ClassVar[bool] = True
+    #: which tensor of a dict/tuple model output to explain (see `gradsum.core.outputs`)
+    output: OutputSpec = None
 
     def __init__(self, model: nn.Module, layer: Any = "auto", **options: Any):
         if not isinstance(model, nn.Module):
@@ -96,13 +160,22 @@ class Explainer:
         self.layer = layer
         self.options = options
 
-    def __call__(self, x: torch.Tensor, target: TargetSpec = None) -> Attribution:
-        x = check_input(x)
+    def __call__(self, x: torch.Tensor, target: TargetSpec = None, output: OutputSpec = None) -> Attribution:
+        """Explain the batch `x` (B,C,H,W) for `target` (see `gradsum.core.targets`);
+        `output` selects the tensor of a dict/tuple model output (default: the explainer's
+        `output`, else "out" or the only tensor). Works under `torch.no_grad()` and
+        `torch.inference_mode()`; float64/float16 input is cast to the model's dtype
+        (recorded as settings["input_cast"])."""
+        output = check_output_spec(self.output if output is None else output)
         spec = resolve_target(target)
         start = time.perf_counter()
-        with preserved_state(self.model, freeze=self.freeze_parameters):
-            attribution = in_preferred_layout(self.model, x, lambda xin: self._explain(xin, spec))
+        with gradients_enabled():
+            x, notes = prepare_input(self.model, x)
+            with preserved_state(self.model, freeze=self.freeze_parameters, output=output):
+                attribution = in_preferred_layout(self.model, x, lambda xin: self._explain(xin, spec))
         attribution.cost.seconds = time.perf_counter() - start
+        attribution.settings.update(notes)
+        warn_zero_maps(attribution, self.family)
         return contiguous_result(attribution)
 
     def _explain(self, x: torch.Tensor, target: Any) -> Attribution:  # pragma: no cover - abstract

@@ -222,7 +222,7 @@ def forward_with_probe(
         output = model(xin)
     if not probe.auto:
         return probe, output, [n for n, _ in layers]  # type: ignore[union-attr]
-    name, intact = probe.resolve_auto()
+    name, intact = probe.resolve_auto(output if isinstance(output, torch.Tensor) else None)
     if intact:
         return probe, output, [name]
     return forward_with_probe(model, x, resolve_layers(model, name))  # type: ignore[arg-type]

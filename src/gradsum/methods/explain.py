@@ -11,9 +11,10 @@ from torch import nn
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.layers import AUTO
 from gradsum.core.layout import in_preferred_layout
-from gradsum.core.probe import preserved_state
+from gradsum.core.outputs import OutputSpec, check_output_spec
+from gradsum.core.probe import gradients_enabled, preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
-from gradsum.methods.base import check_input, contiguous_result
+from gradsum.methods.base import contiguous_result, prepare_input, warn_zero_maps
 from gradsum.methods.cam import CAM_FUNCTIONS, compute_cams
 from gradsum.methods.registry import explainer, method_info
 
@@ -34,6 +35,7 @@ def explain(
     *,
     layer: Any = AUTO,
     target: TargetSpec = None,
+    output: OutputSpec = None,
     fusion: str = "mean",
     options: dict[str, dict[str, Any]] | None = None,
 ) -> Explanations:
@@ -41,33 +43,49 @@ def explain(
 
     All CAM-family methods (gradcam, gradcam++, layercam, ...) are computed from ONE forward
     and ONE partial backward; other methods run their own passes. `options` maps a method
-    name to its keyword options. Returns {name: Attribution} with a `.cost` total.
+    name to its keyword options. `output` selects the tensor of a dict/tuple model output.
+    Returns {name: Attribution} with a `.cost` total.
     """
     if isinstance(methods, str):
         methods = [methods]
+    if not isinstance(methods, Sequence) or len(methods) == 0:
+        raise ValueError("methods is empty; give at least one method name (see gs.available_methods())")
     names = [method_info(m).name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"a method is listed twice in {list(methods)}")
     options = options or {}
-    x = check_input(x)
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict {{method name: {{option: value}}}}; got {type(options).__name__}")
+    unlisted = [k for k in options if k not in names and method_info(k).name not in names]
+    if unlisted:
+        raise ValueError(
+            f"options are given for {unlisted}, which are not in methods={names}; add them to methods or drop the options"
+        )
+    options = {method_info(k).name: v for k, v in options.items()}
+    output = check_output_spec(output)
     spec = resolve_target(target)
     results = Explanations()
     total = Cost()
     cam_names = [n for n in names if n in CAM_FUNCTIONS and not options.get(n)]
     if cam_names:
         start = time.perf_counter()
-        with preserved_state(model):
-            shared = in_preferred_layout(model, x, lambda xin: compute_cams(model, xin, spec, cam_names, layer,
-                                                                            fusion=fusion))  # type: ignore[arg-type]
+        with gradients_enabled():
+            xin, notes = prepare_input(model, x)
+            with preserved_state(model, output=output):
+                shared = in_preferred_layout(model, xin, lambda xl: compute_cams(model, xl, spec, cam_names, layer,
+                                                                                 fusion=fusion))  # type: ignore[arg-type]
         shared = {name: contiguous_result(a) for name, a in shared.items()}
         seconds = time.perf_counter() - start
         shared[cam_names[0]].cost.seconds = seconds  # one Cost object, shared by all of them
+        for attribution in shared.values():
+            attribution.settings.update(notes)
+            warn_zero_maps(attribution, "cam")
         results.update(shared)
         total = total + shared[cam_names[0]].cost
     for name in names:
         if name in results:
             continue
-        attribution: Attribution = explainer(name, model, layer=layer, **options.get(name, {}))(x, spec)
+        attribution: Attribution = explainer(name, model, layer=layer, output=output, **options.get(name, {}))(x, spec)
         results[name] = attribution
         total = total + attribution.cost
     ordered = Explanations({n: results[n] for n in names})

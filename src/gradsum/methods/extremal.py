@@ -21,8 +21,8 @@ from torch import nn
 
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.targets import Target
+from gradsum.methods._args import check_int, check_number, check_seed
 from gradsum.methods.base import Explainer
-from gradsum.methods.perturbation import check_positive_int
 from gradsum.methods.registry import register
 
 __all__ = ["ExtremalPerturbation", "blur_pyramid", "SmoothMask"]
@@ -94,16 +94,20 @@ class ExtremalPerturbation(Explainer):
                  momentum: float = 0.9, penalty: float = 300.0, growth: float = 1.0035, temperature: float = 0.1,
                  seed: int = 0):
         super().__init__(model, layer=layer)
-        if not 0 < area < 1:
-            raise ValueError(f"area must be in (0, 1); got {area!r}")
-        self.area = float(area)
-        self.iterations = check_positive_int(iterations, "iterations")
-        self.step = check_positive_int(step, "step")
-        self.levels = check_positive_int(levels, "levels", 2)
-        if sigma <= 0 or max_blur <= 0 or lr <= 0 or penalty < 0 or growth <= 0 or temperature <= 0:
-            raise ValueError("sigma, max_blur, lr, growth and temperature must be > 0 and penalty >= 0")
-        self.sigma, self.max_blur, self.lr, self.momentum = float(sigma), float(max_blur), float(lr), float(momentum)
-        self.penalty, self.growth, self.temperature, self.seed = float(penalty), float(growth), float(temperature), seed
+        self.area = check_number(area, "area", low=0, high=1, low_open=True, high_open=True,
+                                 meaning="fraction of the image the mask keeps")
+        self.iterations = check_int(iterations, "iterations")
+        self.step = check_int(step, "step")
+        self.levels = check_int(levels, "levels", 2)
+        self.sigma = check_number(sigma, "sigma", low=0, low_open=True, meaning="mask smoothing in pixels")
+        self.max_blur = check_number(max_blur, "max_blur", low=0, low_open=True, meaning="strongest blur in pixels")
+        self.lr = check_number(lr, "lr", low=0, low_open=True, meaning="learning rate")
+        self.momentum = check_number(momentum, "momentum", low=0, high=1, high_open=True)
+        self.penalty = check_number(penalty, "penalty", low=0, meaning="area penalty lambda")
+        self.growth = check_number(growth, "growth", low=0, low_open=True, meaning="penalty growth per step")
+        self.temperature = check_number(temperature, "temperature", low=0, low_open=True,
+                                        meaning="smooth-max temperature")
+        self.seed = check_seed(seed)
 
     def _explain(self, x: torch.Tensor, target: Target) -> Attribution:
         batch, size = x.shape[0], (x.shape[-2], x.shape[-1])

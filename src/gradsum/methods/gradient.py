@@ -9,6 +9,8 @@ guided backprop) reduce with max|.|; attribution-like methods that satisfy compl
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -23,6 +25,7 @@ from gradsum.core.batching import BatchSize, auto_batch_size
 from gradsum.core.layers import AUTO
 from gradsum.core.layout import in_preferred_layout
 from gradsum.core.targets import BoundTarget, FixedTarget, Target
+from gradsum.methods._args import check_choice, check_flag, check_int, check_number, check_seed
 from gradsum.methods.base import Explainer
 from gradsum.methods.cam import compute_cams
 from gradsum.methods.registry import register
@@ -40,6 +43,16 @@ __all__ = [
 ]
 
 ChannelReduce = Literal["absmax", "sum", "abssum", "mean", "max"]
+_CHANNEL_REDUCE = ("absmax", "sum", "abssum", "mean", "max")
+
+
+def _check_batch_size(batch_size: Any, name: str = "batch_size") -> BatchSize:
+    """"auto" or an int >= 1."""
+    if isinstance(batch_size, str) and batch_size == "auto":
+        return "auto"
+    if isinstance(batch_size, str):
+        raise ValueError(f"{name} must be 'auto' or an int >= 1; got {batch_size!r}")
+    return check_int(batch_size, name)
 
 
 def reduce_channels(maps: torch.Tensor, how: ChannelReduce) -> torch.Tensor:
@@ -127,6 +140,34 @@ def _input_gradients(
     return grads
 
 
+def _option_names(cls: type) -> list[str]:
+    """The keyword options the constructors of `cls` and its gradient-family bases take."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is Explainer:
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "model") \
+                    and p.name not in names:
+                names.append(p.name)
+    if "internal_batch_size" in names and "batch_size" not in names:
+        names.append("batch_size")  # IntegratedGradients accepts it as an alias
+    return names
+
+
+def _reject_unknown_options(cls: type, options: dict[str, Any]) -> None:
+    known = _option_names(cls)
+    name = getattr(cls, "name", cls.__name__)
+    hints = []
+    for key in options:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(f"{name} got unknown option(s) {', '.join(hints)}; it takes {', '.join(known)}")
+
+
 class GradientExplainer(Explainer):
     """Base of the gradient family: `input_attributions(x, bound, rows)` -> ((B,C,H,W), Cost).
 
@@ -140,11 +181,12 @@ class GradientExplainer(Explainer):
 
     def __init__(self, model: nn.Module, layer: Any = None, *, channel_reduce: ChannelReduce | None = None,
                  batch_size: BatchSize = "auto", **options: Any):
-        super().__init__(model, layer=layer, **options)
+        if options:
+            _reject_unknown_options(type(self), options)
+        super().__init__(model, layer=layer)
         if channel_reduce is not None:
-            reduce_channels(torch.zeros(1, 1, 1, 1), channel_reduce)  # validate early
-            self.channel_reduce = channel_reduce
-        self.batch_size = batch_size
+            self.channel_reduce = check_choice(channel_reduce, "channel_reduce", _CHANNEL_REDUCE)  # type: ignore[assignment]
+        self.batch_size = _check_batch_size(batch_size)
 
     def from_gradient(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
@@ -244,12 +286,12 @@ class GuidedGradCAM(GradientExplainer):
 # --- integrated gradients ------------------------------------------------------------------
 
 Quadrature = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
+_QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
 
 def quadrature(steps: int, method: Quadrature = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
     """Points a in [0,1] and weights w with sum_i w_i f(a_i) ~ integral_0^1 f(a) da."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1; got {steps}")
+    steps = check_int(steps, "steps")
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return torch.from_numpy(0.5 * (nodes + 1)), torch.from_numpy(0.5 * weights)
@@ -262,7 +304,7 @@ def quadrature(steps: int, method: Quadrature = "gausslegendre") -> tuple[torch.
         return (i + 0.5) / steps, torch.full((steps,), 1 / steps, dtype=torch.float64)
     if method == "riemann_trapezoid":
         if steps < 2:
-            raise ValueError("riemann_trapezoid needs steps >= 2")
+            raise ValueError(f"method='riemann_trapezoid' needs steps >= 2; got steps={steps}")
         w = torch.full((steps,), 1 / (steps - 1), dtype=torch.float64)
         w[0] = w[-1] = 0.5 / (steps - 1)
         return i / (steps - 1), w
@@ -272,6 +314,35 @@ def quadrature(steps: int, method: Quadrature = "gausslegendre") -> tuple[torch.
 
 
 BaselineSpec = str | float | torch.Tensor | Sequence[Any]
+_BASELINE_NAMES = ("zeros", "black", "blur", "uniform")
+
+
+def check_baseline(baseline: Any, name: str = "baseline") -> BaselineSpec:
+    """Validate a baseline spec (see `make_baselines`) without an input: a known name, a
+    finite number, a floating tensor of finite values, or a non-empty list of these."""
+    if isinstance(baseline, str):
+        return check_choice(baseline, name, _BASELINE_NAMES)
+    if isinstance(baseline, torch.Tensor):
+        if not baseline.is_floating_point():
+            raise TypeError(f"{name} tensor must be floating point (like the input); got {baseline.dtype}")
+        if not bool(torch.isfinite(baseline).all()):
+            raise ValueError(f"{name} tensor contains NaN or infinite values")
+        return baseline
+    if isinstance(baseline, Sequence):
+        if len(baseline) == 0:
+            raise ValueError(f"{name} list is empty; give at least one baseline")
+        for each in baseline:
+            if isinstance(each, Sequence) and not isinstance(each, str):
+                raise TypeError(f"{name} lists cannot be nested; got {baseline!r}")
+            check_baseline(each, name)
+        return baseline
+    if isinstance(baseline, bool) or not isinstance(baseline, int | float):
+        raise TypeError(
+            f"{name} must be 'zeros', 'black', 'blur', 'uniform', a number, a tensor or a list of them; "
+            f"got {type(baseline).__name__}"
+        )
+    check_number(baseline, name)
+    return baseline
 
 
 def make_baselines(
@@ -280,12 +351,16 @@ def make_baselines(
 ) -> list[torch.Tensor]:
     """Baselines x0 for x: "zeros" (zeros in model-input space), "black" (pixel 0 mapped
     through mean/std when given, else zeros), "blur" (Gaussian blur of x), "uniform" (seeded
-    uniform noise over x's value range), a number, a tensor broadcastable to x, or a list of
-    these (IG is then averaged over them)."""
+    uniform noise over each image's value range: x0 = min(x) + (max(x) - min(x)) u, with ONE
+    draw u (C,H,W) shared by every image, so an image's baseline depends on the seed and that
+    image alone), a number, a tensor broadcastable to x, or a list of these (IG is then
+    averaged over them; the k-th entry is seeded with seed + k, so ["uniform"] * 10 gives ten
+    different random baselines)."""
     if isinstance(baseline, Sequence) and not isinstance(baseline, str):
         if len(baseline) == 0:
-            raise ValueError("baseline list is empty")
-        return [b for each in baseline for b in make_baselines(x, each, seed=seed, mean=mean, std=std)]
+            raise ValueError("baseline list is empty; give at least one baseline")
+        return [b for k, each in enumerate(baseline)
+                for b in make_baselines(x, each, seed=(seed + k) % 2**64, mean=mean, std=std, blur_sigma=blur_sigma)]
     if isinstance(baseline, torch.Tensor):
         try:
             return [torch.broadcast_to(baseline.to(x.device, x.dtype), x.shape)]
@@ -293,7 +368,7 @@ def make_baselines(
             raise ValueError(
                 f"baseline tensor of shape {tuple(baseline.shape)} does not broadcast to the input {tuple(x.shape)}"
             ) from None
-    if isinstance(baseline, int | float):
+    if isinstance(baseline, int | float) and not isinstance(baseline, bool):
         return [torch.full_like(x, float(baseline))]
     if baseline == "zeros":
         return [torch.zeros_like(x)]
@@ -315,14 +390,14 @@ def make_baselines(
         pad = F.pad(pad, (0, 0, radius, radius), mode="replicate")
         return [F.conv2d(pad, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)]
     if baseline == "uniform":
+        # drawn on the CPU (the same numbers on every device), once for all images
         gen = torch.Generator(device="cpu").manual_seed(seed)
         lo = x.amin(dim=(1, 2, 3), keepdim=True)
         hi = x.amax(dim=(1, 2, 3), keepdim=True)
-        noise = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        noise = torch.rand((1, *x.shape[1:]), generator=gen, dtype=x.dtype).to(x.device)
         return [lo + (hi - lo) * noise]
-    raise ValueError(
-        f"unknown baseline {baseline!r}; use 'zeros', 'black', 'blur', 'uniform', a number, a tensor or a list of them"
-    )
+    check_baseline(baseline)  # raises the precise error
+    raise ValueError(f"unknown baseline {baseline!r}")  # pragma: no cover - check_baseline raised
 
 
 @register("integrated-gradients", family="gradient", passes="steps x (forward + backward), default 50",
@@ -331,7 +406,8 @@ class IntegratedGradients(GradientExplainer):
     """Integrated gradients (Sundararajan et al. 2017):
     IG(x) = (x - x0) * integral_0^1 dF(x0 + a (x - x0))/dx da, by quadrature (default
     Gauss-Legendre, 50 steps). Baseline default "zeros" in the model's input space (black
-    only when the model takes [0,1] pixels). Map = sum over channels (signed).
+    only when the model takes [0,1] pixels); "uniform" is seeded by `seed` and the same draw
+    for every image of the batch. Map = sum over channels (signed).
     `return_delta=True` stores the completeness error sum(IG) - (F(x) - F(x0)) in
     `settings["delta"]` (one value per image)."""
 
@@ -343,7 +419,11 @@ class IntegratedGradients(GradientExplainer):
                  **options: Any):
         internal_batch_size = options.pop("batch_size", internal_batch_size)
         super().__init__(model, layer=layer, batch_size=internal_batch_size, **options)
-        quadrature(steps, method)  # validate early
+        steps = check_int(steps, "steps")
+        method = check_choice(method, "method", _QUADRATURES)  # type: ignore[assignment]
+        quadrature(steps, method)  # riemann_trapezoid needs 2 steps
+        baseline = check_baseline(baseline)
+        return_delta, seed = check_flag(return_delta, "return_delta"), check_seed(seed)
         self.steps, self.method, self.baseline = steps, method, baseline
         self.return_delta, self.seed = return_delta, seed
         self.options.update(steps=steps, method=method, baseline=baseline if isinstance(baseline, str) else "custom", seed=seed)
@@ -389,44 +469,56 @@ Variant = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
 class SmoothGrad(GradientExplainer):
     """SmoothGrad (Smilkov et al. 2017) over any gradient method (`base`, default saliency):
     average the base method's input attributions over n_samples noisy copies
-    x + N(0, (sigma * (max(x) - min(x)))^2), sigma a FRACTION of each image's value range
-    (default 0.15). variant: smoothgrad (mean), smoothgrad_sq (mean of squares), vargrad
-    (variance). Noise is drawn from a torch.Generator seeded with `seed`, sample-major
-    (row i*n + j is noise sample j of image i). The map uses the base's channel reduction."""
+    x + sigma * (max(x) - min(x)) * eps_j, j = 1..n_samples, sigma a FRACTION of each image's
+    value range (default 0.15). variant: smoothgrad (mean), smoothgrad_sq (mean of squares),
+    vargrad (variance). The standard normal draws eps_j (C,H,W) come from a CPU
+    torch.Generator seeded with `seed` and are the SAME for every image of a batch, so an
+    image's map depends on the seed and that image alone (not on its position or its
+    neighbours), and CPU and GPU runs add the same noise. Rows are sample-major (row i*n + j
+    is noise sample j of image i). The map uses the base's channel reduction."""
 
     def __init__(self, model: nn.Module, layer: Any = None, *, base: str = "saliency", n_samples: int = 25,
                  sigma: float = 0.15, variant: Variant = "smoothgrad", seed: int = 0,
                  base_options: dict[str, Any] | None = None, **options: Any):
         from gradsum.methods.registry import method_info
 
+        if not isinstance(base, str):
+            raise TypeError(f"base must be the name of a gradient method (e.g. 'saliency'); got {type(base).__name__}")
         info = method_info(base)
         if not issubclass(info.cls, GradientExplainer) or info.cls is SmoothGrad:
             raise ValueError(f"smoothgrad wraps a gradient method (saliency, inputxgradient, guided-backprop, "
                              f"integrated-gradients); got {base!r}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1; got {n_samples}")
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0 (a fraction of the value range); got {sigma}")
-        if variant not in ("smoothgrad", "smoothgrad_sq", "vargrad"):
-            raise ValueError(f"unknown variant {variant!r}; use smoothgrad, smoothgrad_sq or vargrad")
+        n_samples = check_int(n_samples, "n_samples")
+        sigma = check_number(sigma, "sigma", low=0, meaning="noise level as a fraction of each image's value range")
+        variant = check_choice(variant, "variant", ("smoothgrad", "smoothgrad_sq", "vargrad"))  # type: ignore[assignment]
+        seed = check_seed(seed)
+        if base_options is not None and not isinstance(base_options, dict):
+            raise TypeError(f"base_options must be a dict of the {info.name} options, e.g. {{'steps': 16}}; "
+                            f"got {type(base_options).__name__}")
         batch_size = options.pop("batch_size", "auto")
         super().__init__(model, layer=layer, batch_size=batch_size, **options)
         self.base = info.cls(model, layer=layer, batch_size=batch_size, **(base_options or {}))
         self.channel_reduce = options.get("channel_reduce") or self.base.channel_reduce
         self.n_samples, self.sigma, self.variant, self.seed = n_samples, sigma, variant, seed
-        self.options.update(base=base, n_samples=n_samples, sigma=sigma, variant=variant, seed=seed)
+        self.options.update(base=info.name, n_samples=n_samples, sigma=sigma, variant=variant, seed=seed)
+
+    def draws(self, x: torch.Tensor) -> torch.Tensor:
+        """The standard normal draws eps (n_samples, C, H, W), shared by every image of x:
+        drawn on the CPU from a generator seeded with `seed`, in x's dtype, on x's device."""
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        return torch.randn((self.n_samples, *x.shape[1:]), generator=gen, dtype=x.dtype).to(x.device)
 
     def noise(self, x: torch.Tensor) -> torch.Tensor:
-        """The (B*n, C, H, W) noise this explainer adds (sample-major)."""
-        gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        b, n = x.shape[0], self.n_samples
-        std = self.sigma * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
-        draws = torch.randn((b * n, *x.shape[1:]), generator=gen, dtype=x.dtype).to(x.device)
-        return draws * std.repeat_interleave(n)[:, None, None, None]
+        """The (B*n, C, H, W) noise this explainer adds (sample-major): row i*n + j is
+        sigma * (max(x_i) - min(x_i)) * eps_j."""
+        return (self._scale(x)[:, None] * self.draws(x)[None]).reshape(-1, *x.shape[1:])
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.sigma * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))))[:, None, None, None]
 
     def input_attributions(self, x, bound, rows):
         b, n = x.shape[0], self.n_samples
-        noisy = x.repeat_interleave(n, dim=0) + self.noise(x)
+        noisy = torch.addcmul(x[:, None], self._scale(x)[:, None], self.draws(x)[None]).reshape(b * n, *x.shape[1:])
         attr, cost = self.base.input_attributions(noisy, bound, rows.repeat_interleave(n))
         attr = attr.reshape(b, n, *x.shape[1:])
         if self.variant == "smoothgrad":

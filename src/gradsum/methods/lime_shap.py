@@ -13,6 +13,11 @@ sum_i phi_i z_i whose weights are painted on the superpixels:
   every coalition is enumerated with its exact kernel weight. Exact for linear models.
 
 Superpixels: scikit-image SLIC (~50 segments) per image, or a user `segments` mask.
+
+Randomness: each image's coalitions come from its own CPU torch.Generator seeded with `seed`,
+so they depend on the seed and that image's number of superpixels alone (not on its position
+in the batch or on the other images); two images with the same number of superpixels share
+their coalitions.
 """
 from __future__ import annotations
 
@@ -25,12 +30,12 @@ from torch import nn
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.batching import BatchSize, Progress
 from gradsum.core.targets import BoundTarget, Target
+from gradsum.methods._args import check_choice, check_int, check_number, check_seed
 from gradsum.methods.base import Explainer
 from gradsum.methods.occlusion import broadcast_baseline
 from gradsum.methods.perturbation import (
     ScoreMode,
     check_batch_size,
-    check_positive_int,
     mask_target,
     score_items,
     score_label,
@@ -96,20 +101,40 @@ class _SuperpixelExplainer(Explainer):
                  baseline: float | torch.Tensor = 0.0, score: ScoreMode = "probability", seed: int = 0,
                  batch_size: BatchSize = "auto", progress: Progress | None = None):
         super().__init__(model, layer=layer)
+        if segments is not None and not isinstance(segments, torch.Tensor):
+            raise TypeError(f"segments must be an integer tensor (H,W) or (B,H,W); got {type(segments).__name__}")
         self.segments = segments
-        self.n_segments = check_positive_int(n_segments, "n_segments", 2)
-        self.compactness = float(compactness)
-        self.n_samples = check_positive_int(self.default_samples if n_samples is None else n_samples, "n_samples")
+        self.n_segments = check_int(n_segments, "n_segments", 2)
+        self.compactness = check_number(compactness, "compactness", low=0, low_open=True,
+                                        meaning="SLIC's colour/space trade-off")
+        self.n_samples = check_int(self.default_samples if n_samples is None else n_samples, "n_samples")
         if isinstance(baseline, bool) or not isinstance(baseline, int | float | torch.Tensor):
             raise TypeError(f"baseline must be a number or a tensor; got {type(baseline).__name__}")
-        if score not in ("probability", "target"):
-            raise ValueError(f"score must be 'probability' or 'target'; got {score!r}")
-        self.baseline, self.score, self.seed = baseline, score, seed
+        if isinstance(baseline, torch.Tensor):
+            if not baseline.is_floating_point() or not bool(torch.isfinite(baseline).all()):
+                raise ValueError("baseline tensor must be floating point with finite values")
+        else:
+            check_number(baseline, "baseline", meaning="the value of switched-off superpixels")
+        self.score = check_choice(score, "score", ("probability", "target"))
+        self.baseline, self.seed = baseline, check_seed(seed)
         self.batch_size, self.progress = check_batch_size(batch_size), progress
 
-    def sample(self, counts: list[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Binary coalitions z (B, n, max M) and regression weights (B, n)."""
+    def sample_image(self, m: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary coalitions z (n, m) and regression weights (n,) for an image of m superpixels."""
         raise NotImplementedError  # pragma: no cover
+
+    def sample(self, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary coalitions z (B, n, max M) (zero-padded) and regression weights (B, n) (padded
+        rows weigh 0). Image b's rows come from `sample_image(counts[b], gen)` with a fresh
+        generator seeded with `seed`: they depend on the seed and counts[b] alone."""
+        per_image = [self.sample_image(m, torch.Generator().manual_seed(self.seed)) for m in counts]
+        n = max(z.shape[0] for z, _ in per_image)
+        out = torch.zeros(len(counts), n, max(counts), dtype=torch.bool)
+        weights = torch.zeros(len(counts), n, dtype=torch.float64)
+        for b, (z, w) in enumerate(per_image):
+            out[b, : z.shape[0], : z.shape[1]] = z
+            weights[b, : z.shape[0]] = w
+        return out, weights
 
     def fit(self, z: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, full: float, empty: float) -> torch.Tensor:
         """Surrogate weights phi (M,) from coalitions z (n,M) float64, scores y (n,)."""
@@ -138,8 +163,7 @@ class _SuperpixelExplainer(Explainer):
             output = self.model(x)
         bound = target.bind(output)
         scorer = mask_target(bound, output, self.score)
-        gen = torch.Generator().manual_seed(self.seed)
-        z, weights = self.sample(counts, gen)
+        z, weights = self.sample(counts)
         batch, n, m_max = z.shape
         # two extra rows per image: everything on (x) and everything off (the baseline)
         ends = torch.zeros(batch, 2, m_max, dtype=torch.bool)
@@ -178,22 +202,17 @@ class LIME(_SuperpixelExplainer):
     def __init__(self, model: nn.Module, layer: Any = None, *, kernel_width: float = 0.25, alpha: float = 1.0,
                  **options: Any):
         super().__init__(model, layer, **options)
-        if kernel_width <= 0 or alpha < 0:
-            raise ValueError(f"kernel_width must be > 0 and alpha >= 0; got {kernel_width!r}, {alpha!r}")
-        self.kernel_width, self.alpha = float(kernel_width), float(alpha)
+        self.kernel_width = check_number(kernel_width, "kernel_width", low=0, low_open=True,
+                                         meaning="width of LIME's exponential kernel on the cosine distance")
+        self.alpha = check_number(alpha, "alpha", low=0, meaning="ridge regularisation")
 
-    def sample(self, counts: list[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        m_max, n = max(counts), self.n_samples
-        z = torch.rand((len(counts), n, m_max), generator=gen) < 0.5
-        z[:, 0] = True
-        zf = z.double()
-        weights = []
-        for b, m in enumerate(counts):
-            on = zf[b, :, :m].sum(dim=1)
-            cosine = on / (on.sqrt().clamp_min(1e-12) * math.sqrt(m))
-            d = torch.where(on > 0, 1 - cosine, torch.ones_like(on))
-            weights.append(torch.exp(-(d**2) / self.kernel_width**2).sqrt())
-        return z, torch.stack(weights)
+    def sample_image(self, m: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.rand((self.n_samples, m), generator=gen) < 0.5
+        z[0] = True
+        on = z.double().sum(dim=1)
+        cosine = on / (on.sqrt().clamp_min(1e-12) * math.sqrt(m))
+        d = torch.where(on > 0, 1 - cosine, torch.ones_like(on))
+        return z, torch.exp(-(d**2) / self.kernel_width**2).sqrt()
 
     def fit(self, z, y, weights, full, empty):
         from sklearn.linear_model import Ridge
@@ -225,32 +244,20 @@ class KernelSHAP(_SuperpixelExplainer):
                 f"n_samples >= {m} (the number of superpixels). Pass n_samples={max(m, 2 * m)} or more, or fewer segments"
             )
 
-    def sample(self, counts: list[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        m_max = max(counts)
-        per_image = []
-        for m in counts:
-            if 2**m - 2 <= self.n_samples:
-                codes = torch.arange(1, 2**m - 1)
-                z = ((codes[:, None] >> torch.arange(m)) & 1).bool()
-                s = z.sum(dim=1).double()
-                w = (m - 1) / (torch.exp(torch.lgamma(torch.tensor(m + 1.0)) - torch.lgamma(s + 1)
-                                         - torch.lgamma(m - s + 1)) * s * (m - s))
-            else:
-                sizes = torch.arange(1, m, dtype=torch.float64)
-                probs = (m - 1) / (sizes * (m - sizes))
-                s = torch.multinomial(probs / probs.sum(), self.n_samples, replacement=True, generator=gen) + 1
-                keys = torch.rand((self.n_samples, m), generator=gen)
-                ranks = keys.argsort(dim=1).argsort(dim=1)
-                z = ranks < s[:, None]
-                w = torch.ones(self.n_samples, dtype=torch.float64)
-            per_image.append((z, w))
-        n = max(z.shape[0] for z, _ in per_image)
-        out = torch.zeros(len(counts), n, m_max, dtype=torch.bool)
-        weights = torch.zeros(len(counts), n, dtype=torch.float64)
-        for b, (z, w) in enumerate(per_image):
-            out[b, : z.shape[0], : z.shape[1]] = z
-            weights[b, : z.shape[0]] = w
-        return out, weights
+    def sample_image(self, m: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if 2**m - 2 <= self.n_samples:
+            codes = torch.arange(1, 2**m - 1)
+            z = ((codes[:, None] >> torch.arange(m)) & 1).bool()
+            s = z.sum(dim=1).double()
+            w = (m - 1) / (torch.exp(torch.lgamma(torch.tensor(m + 1.0)) - torch.lgamma(s + 1)
+                                     - torch.lgamma(m - s + 1)) * s * (m - s))
+            return z, w
+        sizes = torch.arange(1, m, dtype=torch.float64)
+        probs = (m - 1) / (sizes * (m - sizes))
+        s = torch.multinomial(probs / probs.sum(), self.n_samples, replacement=True, generator=gen) + 1
+        keys = torch.rand((self.n_samples, m), generator=gen)
+        ranks = keys.argsort(dim=1).argsort(dim=1)
+        return ranks < s[:, None], torch.ones(self.n_samples, dtype=torch.float64)
 
     def fit(self, z, y, weights, full, empty):
         delta = full - empty

@@ -8,6 +8,7 @@ is covered; the last window in a direction may be cut off).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.batching import BatchSize, Progress
 from gradsum.core.targets import Target
+from gradsum.methods._args import check_number, check_seed
 from gradsum.methods.base import Explainer
 from gradsum.methods.perturbation import check_batch_size, score_items, score_label
 from gradsum.methods.registry import register
@@ -26,7 +28,12 @@ __all__ = ["Occlusion", "window_starts", "broadcast_baseline"]
 def _pair(value: Any, name: str) -> tuple[int, int] | None:
     if value is None:
         return None
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif isinstance(value, tuple | list):
+        pair = tuple(int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in value)
+    else:
+        raise TypeError(f"{name} must be a positive int or a pair (height, width) of them; got {value!r}")
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise ValueError(f"{name} must be a positive int or a pair (height, width) of them; got {value!r}")
     return pair  # type: ignore[return-value]
@@ -68,7 +75,12 @@ class Occlusion(Explainer):
         self.window, self.stride = _pair(window, "window"), _pair(stride, "stride")
         if isinstance(baseline, bool) or not isinstance(baseline, int | float | torch.Tensor):
             raise TypeError(f"baseline must be a number or a tensor; got {type(baseline).__name__}")
-        self.baseline, self.seed = baseline, seed
+        if isinstance(baseline, torch.Tensor):
+            if not baseline.is_floating_point() or not bool(torch.isfinite(baseline).all()):
+                raise ValueError("baseline tensor must be floating point with finite values")
+        else:
+            check_number(baseline, "baseline", meaning="the value put in the occluding window")
+        self.baseline, self.seed = baseline, check_seed(seed)
         self.batch_size, self.progress = check_batch_size(batch_size), progress
 
     def geometry(self, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from gradsum.core.outputs import OutputSpec, check_output_spec
+
 if TYPE_CHECKING:
     from gradsum.methods.base import Explainer
 
@@ -52,6 +54,7 @@ def register(name: str, *, family: str, passes: str, paper: str, signed: bool = 
             raise ValueError(f"method name {name!r} is registered twice")
         _REGISTRY[name] = MethodInfo(name, family, passes, paper, signed, cls)
         cls.name = name
+        cls.family = family
         return cls
 
     return decorate
@@ -89,11 +92,15 @@ def method_info(name: str) -> MethodInfo:
     raise ValueError(f"unknown method {name!r}{hint} (gradsum methods lists them all)")
 
 
-def explainer(name: str, model: nn.Module, layer: Any = "auto", **options: Any) -> Explainer:
-    """Build the explainer registered as `name` for `model`: `exp(x, target=None)`."""
+def explainer(name: str, model: nn.Module, layer: Any = "auto", *, output: OutputSpec = None,
+              **options: Any) -> Explainer:
+    """Build the explainer registered as `name` for `model`: `exp(x, target=None)`.
+    `output` selects the tensor of a dict/tuple model output (see `gradsum.core.outputs`)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    return method_info(name).cls(model, layer=layer, **options)
+    made = method_info(name).cls(model, layer=layer, **options)
+    made.output = check_output_spec(output)
+    return made
 
 
 def method_table() -> list[dict[str, Any]]:

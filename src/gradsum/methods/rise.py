@@ -2,8 +2,10 @@
 
 M = (1 / (N p1)) sum_i p_c(x * m_i) m_i over N random smooth masks m_i: a binary s x s grid
 (each cell on with probability p1) upsampled bilinearly to (s+1) * ceil(H/s) and cropped at
-a random offset within one cell. Masks are drawn on the input's device from a
-torch.Generator seeded with `seed` and cached by (N, s, p1, H, W, seed, device).
+a random offset within one cell. The grids and offsets are drawn on the CPU from a
+torch.Generator seeded with `seed` (the same masks on every device), materialised on the
+input's device and cached by (N, s, p1, H, W, seed, device). Every image of a batch uses the
+same N masks, so an image's map depends on the seed and that image alone.
 
 Masked-out pixels take the value 0 of the model's input space (x * m_i), as in the paper. The
 reference code masks mean-normalised ImageNet inputs, so its 0 is the mean colour; for a
@@ -25,12 +27,12 @@ from torch import nn
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.batching import BatchSize, Progress
 from gradsum.core.targets import Target
+from gradsum.methods._args import check_choice, check_int, check_number, check_seed
 from gradsum.methods.base import Explainer
 from gradsum.methods.occlusion import broadcast_baseline
 from gradsum.methods.perturbation import (
     ScoreMode,
     check_batch_size,
-    check_positive_int,
     mask_target,
     score_items,
     score_label,
@@ -78,20 +80,21 @@ class RiseMasks:
 
 def rise_masks(n: int, grid: int, p1: float, size: tuple[int, int], seed: int,
                device: torch.device | str = "cpu") -> RiseMasks:
-    """The N RISE masks for (grid s, p1, size, seed), drawn on `device` and cached."""
+    """The N RISE masks for (grid s, p1, size, seed): drawn on the CPU (the same masks on
+    every device), kept on `device`, cached."""
     device = torch.device(device)
     key = (n, grid, float(p1), tuple(size), seed, str(device))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     h, w = size
     cell = (math.ceil(h / grid), math.ceil(w / grid))
-    grids = (torch.rand((n, grid, grid), generator=gen, device=device) < p1).float()
+    grids = (torch.rand((n, grid, grid), generator=gen) < p1).float().to(device)
     offsets = torch.stack([
-        torch.randint(0, cell[0], (n,), generator=gen, device=device),
-        torch.randint(0, cell[1], (n,), generator=gen, device=device),
-    ], dim=1)
+        torch.randint(0, cell[0], (n,), generator=gen),
+        torch.randint(0, cell[1], (n,), generator=gen),
+    ], dim=1).to(device)
     masks = RiseMasks(grids, offsets, (h, w), cell)
     if n * h * w * 4 <= _DENSE_BYTES:
         masks.dense = masks._materialise(torch.arange(n, device=device))
@@ -118,17 +121,21 @@ class RISE(Explainer):
                  score: ScoreMode = "probability", seed: int = 0, batch_size: BatchSize = "auto",
                  progress: Progress | None = None, baseline: float | torch.Tensor | str = 0.0):
         super().__init__(model, layer=layer)
-        self.n_masks = check_positive_int(n_masks, "n_masks")
-        self.grid = check_positive_int(grid, "grid")
-        if not 0 < p1 < 1:
-            raise ValueError(f"p1 (probability that a grid cell is kept) must be in (0, 1); got {p1!r}")
-        if score not in ("probability", "target"):
-            raise ValueError(f"score must be 'probability' or 'target'; got {score!r}")
-        self.p1, self.score, self.seed = float(p1), score, seed
+        self.n_masks = check_int(n_masks, "n_masks")
+        self.grid = check_int(grid, "grid")
+        self.p1 = check_number(p1, "p1", low=0, high=1, low_open=True, high_open=True,
+                               meaning="probability that a grid cell is kept")
+        self.score = check_choice(score, "score", ("probability", "target"))
+        self.seed = check_seed(seed)
         if isinstance(baseline, str) and baseline != "mean":
             raise ValueError(f"baseline must be a number, a tensor or 'mean'; got {baseline!r}")
         if isinstance(baseline, bool) or not isinstance(baseline, int | float | torch.Tensor | str):
             raise TypeError(f"baseline must be a number, a tensor or 'mean'; got {type(baseline).__name__}")
+        if isinstance(baseline, int | float):
+            check_number(baseline, "baseline", meaning="the value of masked-out pixels")
+        elif isinstance(baseline, torch.Tensor) and (
+                not baseline.is_floating_point() or not bool(torch.isfinite(baseline).all())):
+            raise ValueError("baseline tensor must be floating point with finite values")
         self.baseline = baseline
         self.batch_size, self.progress = check_batch_size(batch_size), progress
 

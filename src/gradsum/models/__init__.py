@@ -3,10 +3,12 @@
     import gradsum as gs
     model = gs.models.build("pilotnet")                  # random init
     model = gs.models.build("torchvision:resnet18", num_classes=3)
-    model = gs.models.load("run/checkpoints/epoch_005.pt", model=gs.models.build("pilotnet"))
+    model = gs.models.build(weights="run/checkpoints/epoch_005.pt")   # the checkpoint says what it is
+    model = gs.models.build("torchvision:fcn_resnet50", num_classes=5)  # output "out" explained
 """
 from __future__ import annotations
 
+from gradsum.models.card import ModelCard, card_of, read_card
 from gradsum.models.io import UntrustedFileError, load, load_checkpoint, save
 from gradsum.models.layers import default_layer_for, sise_blocks_for
 from gradsum.models.normalize import (
@@ -14,11 +16,12 @@ from gradsum.models.normalize import (
     IMAGENET_STD,
     Normalize,
     Normalized,
+    Prepared,
     with_normalization,
 )
 from gradsum.models.pilotnet import PilotNet
 from gradsum.models.small import DigitsNet, PotholeNet
-from gradsum.models.zoo import BUILTIN_MODELS, build, replace_head
+from gradsum.models.zoo import BUILTIN_MODELS, build, replace_head, standard_normalization
 
 __all__ = [
     "PilotNet",
@@ -26,6 +29,11 @@ __all__ = [
     "DigitsNet",
     "Normalize",
     "Normalized",
+    "Prepared",
+    "ModelCard",
+    "card_of",
+    "read_card",
+    "standard_normalization",
     "with_normalization",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

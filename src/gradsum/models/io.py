@@ -14,9 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradsum.models.card import ModelCard, card_of
 from gradsum.models.normalize import Normalize
 
-__all__ = ["save", "load", "load_checkpoint", "atomic_torch_save", "UntrustedFileError", "CHECKPOINT_FORMAT"]
+__all__ = ["save", "load", "load_into", "load_checkpoint", "peek_checkpoint", "read_model_file", "atomic_torch_save",
+           "UntrustedFileError", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "gradsum.checkpoint/1"
 
@@ -40,18 +42,25 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any] | None = None) -> Path:
-    """Write ``{"format", "model", "state_dict", "meta"}`` to `path` (atomically); loads back
-    with ``torch.load(weights_only=True)``. `meta` must hold only plain values (str, int,
-    float, bool, None, lists/dicts of them, tensors)."""
+def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any] | None = None,
+         card: ModelCard | None = None) -> Path:
+    """Write ``{"format", "model", "state_dict", "meta", "card"}`` to `path` (atomically);
+    loads back with ``torch.load(weights_only=True)``. `meta` must hold only plain values
+    (str, int, float, bool, None, lists/dicts of them, tensors). `card` (default: the one
+    `gs.models.build` attached to the model) lets `gs.models.build(weights=path)` and the CLI
+    rebuild the model from the file alone."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"save needs an nn.Module, got {type(model).__name__}")
+    if card is not None and not isinstance(card, ModelCard):
+        raise TypeError(f"card must be a gradsum.models.ModelCard, got {type(card).__name__}")
+    card = card or card_of(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "model": type(model).__name__,
         "state_dict": state,
         "meta": _plain(dict(meta or {}), "meta"),
+        "card": None if card is None else _plain(card.to_dict(), "card"),
     }
     return atomic_torch_save(payload, path)
 
@@ -117,8 +126,17 @@ def _fit_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[st
     return best
 
 
+def _is_normalize_buffer(key: str) -> bool:
+    """'normalize.mean', 'model.normalize.std': a statistic of a `Normalize` module."""
+    owner, _, buffer = key.rpartition(".")
+    return buffer in ("mean", "std") and owner.rpartition(".")[2] == "normalize"
+
+
 def _load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, strict: bool) -> None:
     own = model.state_dict()
+    # the statistics of a Normalize the model does not have (weights of a wrapped model
+    # loaded into the bare architecture, e.g. with --normalize none) are not weights
+    state = {k: v for k, v in state.items() if k in own or not _is_normalize_buffer(k)}
     state = _fit_prefixes(state, set(own))
     # weights of a bare model loaded into a Normalized wrapper keep the wrapper's statistics
     for name, module in model.named_modules():
@@ -130,29 +148,55 @@ def _load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        f"{k} {tuple(state[k].shape)} in the file vs {tuple(own[k].shape)} in the model"
         for k in set(own) & set(state)
         if state[k].shape != own[k].shape
     )
     problems = []
     if wrong_shape:
-        problems.append(f"shape mismatch ({len(wrong_shape)}): {_short(wrong_shape, 4)}")
+        problems.append(f"shape mismatch ({len(wrong_shape)}): {_short(wrong_shape, 3)}")
     if strict and missing:
         problems.append(f"missing keys ({len(missing)}): {_short(missing)}")
     if strict and unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
     if problems:
+        inner = model
+        while isinstance(getattr(inner, "layer_prefix", None), str):
+            inner = inner.model
         raise ValueError(
-            f"the weights in {path} do not fit {type(model).__name__} "
-            "(build the same architecture, e.g. the same --model and num_classes, or pass strict=False)\n  "
-            + "\n  ".join(problems)
+            f"the weights in {path} do not fit {type(inner).__name__}: " + "; ".join(problems)
+            + ". Build the same architecture (the same --model and --num-classes), or pass strict=False"
         )
     model.load_state_dict(state, strict=strict)
 
 
+def _unreadable(path: Path, exc: BaseException) -> ValueError:
+    size = path.stat().st_size if path.exists() else 0
+    what = "is empty" if size == 0 else f"is not a readable PyTorch file ({size} bytes: truncated, or another format)"
+    detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    return ValueError(f"{path} {what}: {detail}; save weights with torch.save(model.state_dict(), path)")
+
+
+def peek_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """What `path` holds, read with ``weights_only=True``: a dict (state dict or checkpoint),
+    or None for TorchScript archives and pickled modules (which need `load`). A missing,
+    empty or truncated file is a FileNotFoundError / ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    if _is_torchscript(path):
+        return None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        return None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, exc) from None
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save` or the trainer with ``weights_only=True`` and return
-    its dict (state_dict, meta, and for trainer checkpoints epoch and metrics)."""
+    its dict (state_dict, meta, card, and for trainer checkpoints epoch and metrics)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
@@ -160,9 +204,57 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UntrustedFileError(f"{path} is not a plain checkpoint (it needs full unpickling): {exc}".splitlines()[0]) from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, exc) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+def read_model_file(path: str | os.PathLike[str], trust: bool = False,
+                    map_location: str | torch.device = "cpu") -> Any:
+    """The content of a model file: an nn.Module (TorchScript; a pickled module only with
+    ``trust=True``) or what ``torch.load(weights_only=True)`` gives (a state dict or a
+    checkpoint dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    if _is_torchscript(path):
+        with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; we still read it
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                return torch.jit.load(str(path), map_location=map_location)
+            except (RuntimeError, OSError) as exc:
+                raise _unreadable(path, exc) from None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        if not trust:
+            raise UntrustedFileError(
+                f"{path} is a pickled Python object (such as a whole nn.Module), not a state dict; "
+                "unpickling can run arbitrary code, so it is refused. If you trust where the file "
+                "came from, pass trust=True (CLI: --trust-pickle); better, re-save it with "
+                "gradsum.models.save(model, path) or torch.save(model.state_dict(), path)"
+            ) from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, exc) from None
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise ValueError(
+            f"{path} is a pickled model whose class cannot be found ({exc}); import the module that "
+            "defines it first, or re-save the model as a state dict"
+        ) from None
+
+
+def load_into(model: nn.Module, content: Any, path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
+    """Copy the weights of `content` (from `read_model_file`) into `model`; eval mode."""
+    path = Path(path)
+    if isinstance(content, nn.Module):
+        _load_state_into(model, dict(content.state_dict()), path, strict)
+    else:
+        _load_state_into(model, _extract_state_dict(content, path), path, strict)
+    return model.eval()
 
 
 def load(
@@ -175,8 +267,9 @@ def load(
     """Load a model from `path` and return it in eval mode.
 
     - state dict, or a checkpoint dict with 'state_dict' (from `save` or the trainer): read
-      with ``torch.load(weights_only=True)`` into `model` (required; an nn.Module or a
-      `build` spec such as "pilotnet");
+      with ``torch.load(weights_only=True)`` into `model` (an nn.Module or a `build` spec such
+      as "pilotnet"; for a checkpoint that carries a model card, `gs.models.build(weights=path)`
+      needs no spec);
     - TorchScript archive: ``torch.jit.load``; if `model` is given its weights are copied in;
     - a whole pickled nn.Module: only with ``trust=True`` (unpickling runs code from the file).
     """
@@ -189,35 +282,13 @@ def load(
         model = build(model)
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"load(model=...) must be an nn.Module, got {type(model).__name__}")
-    if _is_torchscript(path):
-        with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; we still read it
-            warnings.simplefilter("ignore", FutureWarning)
-            scripted = torch.jit.load(str(path), map_location=map_location)
-        if model is None:
-            return scripted.eval()
-        _load_state_into(model, dict(scripted.state_dict()), path, strict)
-        return model.eval()
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        if not trust:
-            raise UntrustedFileError(
-                f"{path} is a pickled Python object (such as a whole nn.Module), not a state dict; "
-                "unpickling can run arbitrary code, so it is refused. If you trust where the file "
-                "came from, pass trust=True (CLI: --trust-pickle); better, re-save it with "
-                "gradsum.models.save(model, path) or torch.save(model.state_dict(), path)"
-            ) from None
-        obj = torch.load(path, map_location=map_location, weights_only=False)
-    if isinstance(obj, nn.Module):
-        if model is None:
-            return obj.eval()
-        _load_state_into(model, dict(obj.state_dict()), path, strict)
-        return model.eval()
-    state = _extract_state_dict(obj, path)
+    content = read_model_file(path, trust=trust, map_location=map_location)
     if model is None:
+        if isinstance(content, nn.Module):
+            return content.eval()
+        _extract_state_dict(content, path)  # a clear error when it is not even a state dict
         raise ValueError(
             f"{path} holds only weights (a state dict); pass the architecture to load them into, "
             "e.g. gradsum.models.load(path, model=gradsum.models.build('pilotnet')) or --model SPEC"
         )
-    _load_state_into(model, state, path, strict)
-    return model.eval()
+    return load_into(model, content, path, strict)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from gradsum.models.normalize import Normalized
+from gradsum.models.normalize import unwrap
 
 __all__ = ["default_layer_for", "sise_blocks_for"]
 
@@ -62,20 +62,13 @@ def _pool_names(model: nn.Module) -> list[str]:
     return [f"features.{n}" for n, m in model.features.named_children() if isinstance(m, nn.MaxPool2d)]
 
 
-def _unwrap(model: nn.Module) -> tuple[nn.Module, str]:
-    prefix = ""
-    while isinstance(model, Normalized):
-        prefix += "model."
-        model = model.model
-    return model, prefix
-
-
 def default_layer_for(model: nn.Module) -> str | None:
     """The layer to explain by default: the model's ``default_layer`` attribute, else the
     last conv stage of a known torchvision family (ResNet: layer4; VGG/AlexNet: the last
     MaxPool of features; DenseNet: features.norm5; MobileNet/EfficientNet/ConvNeXt: the last
-    child of features; RegNet: trunk_output; ShuffleNetV2: conv5), else None (auto-detect)."""
-    inner, prefix = _unwrap(model)
+    child of features; RegNet: trunk_output; ShuffleNetV2: conv5; segmentation FCN /
+    DeepLabV3 / LRASPP: the backbone's last stage), else None (auto-detect)."""
+    inner, prefix = unwrap(model)
     declared = getattr(inner, "default_layer", None)
     if isinstance(declared, str):
         return prefix + declared
@@ -96,6 +89,8 @@ def default_layer_for(model: nn.Module) -> str | None:
         name = "trunk_output"
     elif family == "ShuffleNetV2":
         name = "conv5"
+    elif family in ("FCN", "DeepLabV3", "LRASPP"):  # segmentation: the backbone's last stage, not the head
+        name = f"backbone.{list(inner.backbone.named_children())[-1][0]}"
     return prefix + name if name is not None else None
 
 
@@ -105,7 +100,7 @@ def sise_blocks_for(model: nn.Module) -> list[str] | None:
     transition1..3 conv, norm5; MobileNet/EfficientNet/ConvNeXt/MNASNet/SqueezeNet: each
     stage feeding a strided stage, plus the last; RegNet: stem, block1..block4;
     ShuffleNetV2: conv1, maxpool, stage2, stage3, conv5), else None (auto-detect)."""
-    inner, prefix = _unwrap(model)
+    inner, prefix = unwrap(model)
     declared = getattr(inner, "sise_blocks", None)
     if isinstance(declared, list | tuple) and all(isinstance(b, str) for b in declared):
         return [prefix + b for b in declared]

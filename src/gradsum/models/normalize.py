@@ -1,4 +1,5 @@
-"""Input normalisation as a module, so models take [0,1] pixels and explanations see pixels."""
+"""Input normalisation as a module, so models take [0,1] pixels and explanations see pixels;
+`Prepared` wraps a model with its normalisation and output selection."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["Normalize", "Normalized", "with_normalization", "IMAGENET_MEAN", "IMAGENET_STD"]
+from gradsum.core.outputs import OutputSpec, check_output_spec, select_output
+
+__all__ = ["Normalize", "Prepared", "Normalized", "with_normalization", "unwrap", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,28 +42,66 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-class Normalized(nn.Module):
-    """`model(normalize(x))`: wraps a model that expects normalised input so that it takes
-    [0,1] pixels. Its layers are reachable as ``model.<name>`` (e.g. ``model.layer4``)."""
+class Prepared(nn.Module):
+    """The user's model as gradsum runs it: [0,1] pixels -> ``normalize`` ((x - mean) / std,
+    when mean/std are given) -> ``model`` -> the one tensor ``output`` selects from a
+    dict/tuple output (see `gradsum.core.outputs`; default "out" or the only tensor).
 
-    def __init__(self, model: nn.Module, mean: float | Sequence[float], std: float | Sequence[float]) -> None:
+    Images stay in pixel space everywhere in gradsum (maps, overlays, attack budgets); the
+    model's own preprocessing lives here. Layer names work with or without the ``model.``
+    prefix: ``layer="layer4"`` finds ``model.layer4``.
+    """
+
+    #: what `gradsum.core.layers.resolve_layer` puts before a name it does not find
+    layer_prefix = "model."
+
+    def __init__(self, model: nn.Module, mean: float | Sequence[float] | None = None,
+                 std: float | Sequence[float] | None = None, output: OutputSpec = None) -> None:
         super().__init__()
-        self.normalize = Normalize(mean, std)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"the model to wrap must be an nn.Module, got {type(model).__name__}")
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std of the model's input normalisation, or neither")
+        self.normalize = Normalize(mean, std) if mean is not None else nn.Identity()
         self.model = model
+        self.output = check_output_spec(output)
+
+    @property
+    def mean_std(self) -> tuple[list[float], list[float]] | None:
+        """(mean, std) per channel, or None when the input is not normalised here."""
+        if isinstance(self.normalize, Normalize):
+            return self.normalize.mean.flatten().tolist(), self.normalize.std.flatten().tolist()
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x))
+        return select_output(self.model(self.normalize(x)), self.output)
+
+    def extra_repr(self) -> str:
+        return f"output={self.output!r}" if self.output is not None else ""
+
+
+#: the name of `Prepared` before it also selected outputs (same class)
+Normalized = Prepared
 
 
 def with_normalization(
     model: nn.Module,
     mean: float | Sequence[float] = IMAGENET_MEAN,
     std: float | Sequence[float] = IMAGENET_STD,
-) -> Normalized:
-    """Wrap `model` so it takes [0,1] input: returns ``Normalized(model, mean, std)``.
+) -> Prepared:
+    """Wrap `model` so it takes [0,1] input: returns ``Prepared(model, mean, std)``.
 
     The defaults are the ImageNet statistics torchvision models are trained with.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"with_normalization needs an nn.Module, got {type(model).__name__}")
-    return Normalized(model, mean, std)
+    return Prepared(model, mean, std)
+
+
+def unwrap(model: nn.Module) -> tuple[nn.Module, str]:
+    """(the innermost model inside `Prepared` wrappers, the prefix of its layer names)."""
+    prefix = ""
+    while isinstance(model, Prepared):
+        prefix += "model."
+        model = model.model
+    return model, prefix

@@ -186,7 +186,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
     prof_short = gs.gradsum(short, pothole_test, method=methods, model_name="shortcut", **common)
     # random copies: the CAM methods share one pass, so their baseline costs one Grad-CAM
     random_models = gs.gradsum(clean, pothole_test, method=CAM_METHODS, baseline=cfg.baseline, indices=None,
-                               model_name="random", **common)
+                               model_name="random", **{**common, "options": None})
     pothole_profile = prof_clean.concat(prof_short)
     pothole_profile.baseline = random_models.baseline
     write_table(out / "tables/pothole_profile_images.parquet", pothole_profile.images)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gradsum.data.samples import Batch, Sample, collate
+from gradsum.models.card import ModelCard, card_of
 from gradsum.models.io import CHECKPOINT_FORMAT, atomic_torch_save
 from gradsum.train.augment import BatchAugment
 from gradsum.train.metrics import TASKS, Meter, output_logits, prepare_targets
@@ -282,6 +283,7 @@ def fit(
     augment_g = torch.Generator().manual_seed(seed + 1)
     if restore_best and out_dir is None:
         raise ValueError("restore_best=True needs out= (the best weights are read from its checkpoint)")
+    card = _card(model, train, task, class_names)
     make_batch = _batch_maker(augment)
     drop_single = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     start_time = time.perf_counter()
@@ -316,7 +318,7 @@ def fit(
                     history.confusions.append(confusion.cpu())
                 history.best_epoch = int(min(history.epochs, key=lambda r: r[monitor])["epoch"])
                 if out_dir is not None:
-                    _save_epoch(model, out_dir, epoch, row, confusion, task, seed, history)
+                    _save_epoch(model, out_dir, epoch, row, confusion, task, seed, history, card)
                 if bar is not None:
                     summary = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "lr"))
                     bar.console.print(f"epoch {epoch}: {summary}")
@@ -333,9 +335,19 @@ def fit(
     return history
 
 
+def _card(model: nn.Module, train: Any, task: str, class_names: Sequence[str] | None) -> ModelCard:
+    """What each checkpoint says about the model: the card `gs.models.build` attached (spec,
+    outputs, normalisation) plus the task, the class names and the training image size."""
+    image = train[0].image
+    return (card_of(model) or ModelCard()).updated(
+        task=task, class_names=tuple(str(c) for c in class_names) if class_names else None,
+        input_size=(int(image.shape[-2]), int(image.shape[-1])),
+    )
+
+
 def _save_epoch(
     model: nn.Module, out_dir: Path, epoch: int, row: dict[str, float],
-    confusion: torch.Tensor | None, task: str, seed: int, history: History,
+    confusion: torch.Tensor | None, task: str, seed: int, history: History, card: ModelCard,
 ) -> None:
     path = checkpoint_path(out_dir, epoch)
     atomic_torch_save(
@@ -348,6 +360,7 @@ def _save_epoch(
             "confusion": None if confusion is None else confusion.cpu(),
             "task": task,
             "seed": seed,
+            "card": card.to_dict(),
         },
         path,
     )
