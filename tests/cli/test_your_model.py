@@ -165,3 +165,14 @@ def test_pickled_model_needs_trust(tmp_path: Path) -> None:
     _invoke([*args, "--trust-pickle"])
     loaded = gs.models.build(weights=path, trust=True)
     assert isinstance(loaded, torch.nn.Sequential)
+
+
+def test_fixed_size_model_gets_its_size_without_asking(tmp_path: Path) -> None:
+    photo = tmp_path / "chelsea.png"
+    Image.fromarray(_photos()[1]).save(photo)  # 300x451
+    out = tmp_path / "vit"
+    text = _invoke(["explain", str(photo), "--model", "torchvision:vit_b_16", "--method", "saliency",
+                    "--out", str(out)])
+    assert "input 224x224" in text.splitlines()[0]
+    assert "scaled to fit and padded with grey (--resize letterbox" in text
+    assert gs.run.store.load_maps(out / "maps.npz")["saliency"].shape == (1, 224, 224)

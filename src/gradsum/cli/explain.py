@@ -132,11 +132,11 @@ def explain_command(
                          trust=trust_pickle)
         hw = hw or gs.models.card_of(net).input_size
         plan, notes = _plan(list(images), headers, hw, resize)
-        for note in notes:
-            typer.echo(note)
         loaded = {}
     first_x = loaded[0][:1] if loaded else _read_batch(plan[0][0][:1], plan[0][2], resize)
     spec = explained_target(model_output(net, first_x), target, sign)
+    for note in notes if example is None else []:
+        typer.echo(note)
     layers = layer_option(net, layer)
     maps: dict[str, list[Any]] = {name: [] for name in methods}
     rows = ["image,method,target,score,forward_passes,backward_passes,seconds"]
@@ -204,14 +204,17 @@ def _image_header(path: Path) -> tuple[int, int]:
 
     if not path.is_file():
         raise UserError(f"image file not found: {path}")
+    limit = f"the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
     try:
         with Image.open(path) as img:
             w, h = img.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise UserError(f"image {path} is far above {limit} (its header claims more pixels than PIL "
+                        "will decode); downscale it first") from None
+    except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if w * h > MAX_IMAGE_PIXELS:
-        raise UserError(f"image {path} is {w}x{h} pixels, above the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels; "
-                        "downscale it first")
+        raise UserError(f"image {path} is {w}x{h} pixels, above {limit}; downscale it first")
     return h, w
 
 
