@@ -52,6 +52,10 @@ def _display(heatmap: torch.Tensor | np.ndarray, normalize: DisplayNorm, cmap: s
     m = torch.as_tensor(np.asarray(heatmap) if not isinstance(heatmap, torch.Tensor) else heatmap).detach().float().cpu()
     if m.ndim != 2:
         raise ValueError(f"expected one heatmap (H,W); got shape {tuple(m.shape)}")
+    if m.numel() == 0:
+        raise ValueError(f"the heatmap is empty (shape {tuple(m.shape)}); give an (H,W) map with H, W >= 1")
+    if not bool(torch.isfinite(m).all()):
+        raise ValueError("the heatmap contains NaN or infinite values; clean it first (e.g. torch.nan_to_num)")
     signed = bool((m < 0).any())
     mode = ("maxabs" if signed else "minmax") if normalize == "auto" else normalize
     if mode == "minmax":
@@ -70,6 +74,12 @@ def colorize(heatmap: torch.Tensor | np.ndarray, cmap: str | None = None, normal
     from matplotlib import colormaps
 
     values, name = _display(heatmap, normalize, cmap)
+    if name not in colormaps:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(colormaps), n=3)
+        hint = f"; closest names: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown cmap {name!r} (a matplotlib colour map name, e.g. 'jet', 'viridis'){hint}")
     return colormaps[name](values)[..., :3].astype(np.float32)
 
 
@@ -82,8 +92,8 @@ def overlay(
 ) -> np.ndarray:
     """Blend a colourised heatmap over an image: (1 - alpha) * image + alpha * colour.
     Returns float32 (H,W,3) in [0,1]; the heatmap is resized (bilinear) to the image if needed."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
     img = to_hwc(image)
     m = heatmap if isinstance(heatmap, torch.Tensor) else torch.as_tensor(np.asarray(heatmap))
     if tuple(m.shape[-2:]) != img.shape[:2]:
@@ -108,11 +118,23 @@ def grid(
     image (e.g. ids or predictions)."""
     from matplotlib.figure import Figure
 
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"grid: images must be a (B,C,H,W) tensor; got {got}")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ValueError(f"grid: max_images must be a positive int; got {max_images!r}")
+    if not isinstance(maps, Mapping):
+        raise TypeError(f"grid: maps must be a dict {{method name: Attribution or (B,H,W) maps}}; got {type(maps).__name__}")
     n = min(images.shape[0], max_images)
     rows = [("image", None)] + [(name, m.maps if isinstance(m, Attribution) else m) for name, m in maps.items()]
     for name, m in rows[1:]:
+        if not isinstance(m, torch.Tensor | np.ndarray) or m.ndim != 3:
+            got = tuple(m.shape) if isinstance(m, torch.Tensor | np.ndarray) else type(m).__name__
+            raise ValueError(f"grid: maps of '{name}' must be (B,H,W); got {got}")
         if m.shape[0] < n:
             raise ValueError(f"maps of '{name}' hold {m.shape[0]} images; the grid shows {n}")
+    if titles is not None and len(titles) < n:
+        raise ValueError(f"grid: got {len(titles)} titles for {n} images; give one title per image")
     fig = Figure(figsize=(cell * n + 1.2, cell * len(rows) * images.shape[-2] / images.shape[-1] + 0.4))
     axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (name, m) in enumerate(rows):

@@ -59,7 +59,48 @@ def test_user_errors(tmp_path, args, message):
     assert message in r.output and "Traceback" not in r.output
 
 
-def test_help_has_examples():
+def test_help_has_examples_and_the_model_options():
     for sub in ("fgsm", "pgd", "deepfool", "universal", "fool"):
         r = runner.invoke(app, ["attack", sub, "--help"])
         assert r.exit_code == 0 and "Example: gradsum attack" in r.output
+        for option in ("--model", "--weights", "--num-classes", "--normalize", "--mean", "--std", "--output",
+                       "--trust-pickle"):
+            assert option in r.output, (sub, option)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_20(tmp_path_factory):
+    """A digitsnet checkpoint whose card says it was trained on 20x20 images."""
+    import torch
+
+    import gradsum as gs
+
+    torch.manual_seed(0)
+    net = gs.models.build("digitsnet")
+    card = gs.models.card_of(net).updated(input_size=(20, 20))
+    return gs.models.save(net, tmp_path_factory.mktemp("ckpt") / "digits20.pt", card=card)
+
+
+def test_checkpoint_alone_sets_model_and_image_size(tmp_path, checkpoint_20):
+    import torch
+
+    r = runner.invoke(app, ["attack", "universal", "--weights", str(checkpoint_20), "--data", "digits:split=test",
+                            "--limit", "10", "--xi", "0.1", "--delta", "0.5", "--max-passes", "1",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("model: digitsnet; 10 outputs; input 20x20")
+    assert torch.load(tmp_path / "universal_v.pt").shape == (1, 3, 20, 20)  # the card's size, not digits' 28
+    assert json.loads((tmp_path / "universal.json").read_text())["model"] == "digitsnet"
+    r = runner.invoke(app, ["attack", "fool", "--weights", str(checkpoint_20), "--target", "3", "--n", "1",
+                            "--max-steps", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["attack", "fgsm", "--weights", str(checkpoint_20), "--data", "digits:split=test",
+                            "--size", "12", "--limit", "4", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output  # --size overrides the card
+
+
+def test_deepfool_candidates_default_fits_a_two_class_model(tmp_path):
+    r = runner.invoke(app, ["attack", "deepfool", "--model", "potholenet", "--data", "roads:4:task=pothole",
+                            "--max-iter", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "deepfool.json").read_text())["candidates"] == 2

@@ -71,7 +71,40 @@ def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     assert message in r.output and "Traceback" not in r.output
 
 
-def test_help_has_examples():
+def test_help_has_examples_and_the_model_options():
     for sub in ("filters", "maps", "maximize", "patches"):
         r = invoke(["features", sub, "--help"])
         assert r.exit_code == 0 and "Example: gradsum features" in r.output
+        for option in ("--model", "--weights", "--num-classes", "--normalize", "--mean", "--std", "--output",
+                       "--trust-pickle"):
+            assert option in r.output, (sub, option)
+
+
+def test_checkpoint_alone_and_its_input_size(tmp_path):
+    import gradsum as gs
+
+    torch.manual_seed(0)
+    net = gs.models.build("digitsnet")
+    ckpt = gs.models.save(net, tmp_path / "d.pt", card=gs.models.card_of(net).updated(input_size=(20, 20)))
+    r = invoke(["features", "maximize", "--weights", str(ckpt), "--layer", "features.act2", "--channels", "0,1",
+                "--preset", "keras", "--steps", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("model: digitsnet")
+    assert torch.load(tmp_path / "maximize_features_act2.pt").shape == (2, 3, 20, 20)  # the card's size
+    r = invoke(["features", "patches", "--weights", str(ckpt), "--data", "digits", "--limit", "6",
+                "--layer", "features.act2", "--k", "2", "--channels", "0", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    r = invoke(["features", "filters", "--weights", str(ckpt), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+
+
+def test_parse_indices():
+    from gradsum.cli._common import UserError
+    from gradsum.cli.features import MAX_INDICES, parse_indices
+
+    assert parse_indices("0-3,7") == [0, 1, 2, 3, 7]
+    assert parse_indices(None) is None
+    for bad, phrase in [("3-1", "backwards"), ("-2", ">= 0"), ("1,1", "more than once"), ("a", "integers"),
+                        (",", "empty"), (f"0-{MAX_INDICES}", "MAX_INDICES")]:
+        with pytest.raises(UserError, match=phrase):
+            parse_indices(bad)

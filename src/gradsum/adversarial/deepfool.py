@@ -14,10 +14,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gradsum.adversarial._common import check_images, check_positive_int
-from gradsum.core.probe import preserved_state
+from gradsum.adversarial._common import (
+    check_model,
+    check_positive_int,
+    classifier_logits,
+    prepare_images,
+)
+from gradsum.core.probe import gradients_enabled, preserved_state
+from gradsum.methods._args import check_flag, check_number
 
-__all__ = ["DeepFoolResult", "deepfool"]
+__all__ = ["DeepFoolResult", "deepfool", "check_candidates"]
 
 
 @dataclass
@@ -65,20 +71,16 @@ def deepfool(
     clip: evaluate x0 + (1+overshoot) r clipped to [0,1] (pixel space); the returned
     perturbation is the unclipped (1+overshoot) r.
     """
-    check_images(x)
+    check_model(model)
+    check_candidates(candidates)
     check_positive_int(max_iter, "max_iter")
-    check_positive_int(candidates, "candidates")
-    if overshoot < 0:
-        raise ValueError(f"overshoot must be >= 0, got {overshoot!r}")
-    x0 = x.detach()
-    b = x0.shape[0]
-    with preserved_state(model):
-        with torch.no_grad():
-            logits = model(x0)
-        n_classes = logits.shape[1]
-        if n_classes < 2:
-            raise ValueError(f"DeepFool needs a classifier with >= 2 outputs; the model gives {n_classes}")
-        nc = min(candidates, n_classes)
+    overshoot = check_number(overshoot, "overshoot", low=0.0, meaning="the step past the boundary, 0.02 = 2%")
+    clip = check_flag(clip, "clip")
+    with gradients_enabled(), preserved_state(model):
+        x0, dtype = prepare_images(model, x)
+        b = x0.shape[0]
+        logits = classifier_logits(model, x0)
+        nc = min(candidates, logits.shape[1])
         order = logits.argsort(dim=1, descending=True)[:, :nc]        # (B, nc), column 0 = k0
         k0 = order[:, 0]
         r_tot = torch.zeros_like(x0)
@@ -116,4 +118,14 @@ def deepfool(
         adv = x0 + pert
         if clip:
             adv = adv.clamp(0, 1)
-    return DeepFoolResult(adv.detach(), pert.detach(), k0, current, current != k0, iters)
+    return DeepFoolResult(adv.detach().to(dtype), pert.detach().to(dtype), k0, current, current != k0, iters)
+
+
+def check_candidates(candidates: int) -> int:
+    """DeepFool's number of candidate classes: the predicted class and at least one other."""
+    if check_positive_int(candidates, "candidates", minimum=-(2**63)) < 2:
+        raise ValueError(
+            f"candidates must be >= 2 (the predicted class and at least one other class to move towards); "
+            f"got {candidates}"
+        )
+    return int(candidates)

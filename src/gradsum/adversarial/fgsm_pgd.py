@@ -14,12 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradsum.adversarial._common import (
+    check_budget,
     check_eps,
-    check_images,
+    check_model,
     check_positive_int,
+    classifier_logits,
     labels_or_predictions,
+    prepare_images,
 )
-from gradsum.core.probe import preserved_state
+from gradsum.core.probe import gradients_enabled, preserved_state
+from gradsum.methods._args import check_flag, check_seed
 
 __all__ = ["fgsm", "pgd", "project"]
 
@@ -34,13 +38,16 @@ def _loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targeted: boo
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor | int | None = None, *, eps: float = 8 / 255,
          targeted: bool = False) -> torch.Tensor:
     """One signed-gradient step of size eps (pixel units). y: true labels (default the
-    model's predictions), or target labels when targeted=True. Returns x' in [0,1]."""
-    check_images(x)
+    model's predictions), or target labels when targeted=True. Returns x' in [0,1], in x's
+    dtype (float64 / float16 images are attacked in the model's dtype)."""
+    check_model(model)
     eps = check_eps(eps)
-    with preserved_state(model):
-        y = labels_or_predictions(model, x, y)
+    targeted = check_flag(targeted, "targeted")
+    with gradients_enabled(), preserved_state(model):
+        x, dtype = prepare_images(model, x)
+        y = labels_or_predictions(model, x, y, classifier_logits(model, x))
         g = _loss_grad(model, x, y, targeted)
-    return (x + eps * g.sign()).clamp(0, 1).detach()
+    return (x + eps * g.sign()).clamp(0, 1).detach().to(dtype)
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -79,21 +86,24 @@ def pgd(
 ) -> torch.Tensor:
     """Projected gradient descent; returns x' with x' - x in the eps-ball and x' in [0,1].
 
+    eps and alpha are judged by the rule of `norm`: L-inf ("inf") budgets are pixel units
+    in [0,1] (8/255 = 8 grey levels); L2 (2) budgets are lengths >= 0 with no upper cap.
+
     random_start: L-inf draws delta ~ U(-eps, eps) per pixel; L2 draws a Gaussian
     direction scaled to a radius U(0, eps) (both then clipped to [0,1]), from a generator
     seeded with `seed`. alpha: step size (pixel units for L-inf, L2 length for "2").
     """
-    check_images(x)
-    eps = check_eps(eps)
+    check_model(model)
     p = _check_norm(norm)
-    if p == "inf":
-        check_eps(alpha, "alpha")
-    elif isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha < 0:
-        raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+    eps = check_budget(eps, p, "eps")
+    alpha = check_budget(alpha, p, "alpha")
     check_positive_int(steps, "steps")
-    x0 = x.detach()
-    with preserved_state(model):
-        y = labels_or_predictions(model, x0, y)
+    targeted = check_flag(targeted, "targeted")
+    random_start = check_flag(random_start, "random_start")
+    seed = check_seed(seed)
+    with gradients_enabled(), preserved_state(model):
+        x0, dtype = prepare_images(model, x)
+        y = labels_or_predictions(model, x0, y, classifier_logits(model, x0))
         adv = x0.clone()
         if random_start:
             gen = torch.Generator(device=x0.device).manual_seed(seed)
@@ -109,4 +119,4 @@ def pgd(
             step = g.sign() if p == "inf" else g / (_flat_norm(g) + 1e-10)
             adv = adv + alpha * step
             adv = (x0 + project(adv - x0, eps, p)).clamp(0, 1).detach()
-    return adv
+    return adv.to(dtype)

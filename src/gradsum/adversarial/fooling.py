@@ -3,6 +3,7 @@ pick a class, and take targeted signed-gradient steps on -log p(target | x) (PGD
 without a bound unless eps is given) until p(target) exceeds `level`."""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,8 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradsum.adversarial._common import check_eps, check_images, check_positive_int, device_of
-from gradsum.core.probe import preserved_state
+from gradsum.adversarial._common import (
+    check_eps,
+    check_model,
+    check_positive_int,
+    classifier_logits,
+    device_of,
+    prepare_images,
+)
+from gradsum.core.probe import gradients_enabled, preserved_state
+from gradsum.methods._args import check_int, check_number, check_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -65,29 +74,31 @@ def fooling_image(
     eps-ball around the start when eps is given); an image stops as soon as its target
     probability reaches `level`.
     """
-    if not (isinstance(level, int | float) and 0 < level < 1):
-        raise ValueError(f"level must be a probability in (0,1), got {level!r}")
+    check_model(model)
+    level = check_number(level, "level", low=0.0, high=1.0, low_open=True, high_open=True,
+                         meaning="the target probability to reach")
     check_eps(alpha, "alpha")
     if eps is not None:
         check_eps(eps)
     check_positive_int(max_steps, "max_steps")
+    seed = check_seed(seed)
+    tgt = _target_classes(target)
     dev = device_of(model)
     if start is None:
         if image_size is None:
             raise ValueError("give start images or image_size for a noise start")
-        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        n = 1 if not isinstance(target, torch.Tensor) or target.ndim == 0 else len(target)
+        h, w = _image_size(image_size)
+        channels = check_int(channels, "channels")
+        n = 1 if tgt.ndim == 0 else len(tgt)
         gen = torch.Generator(device=dev).manual_seed(seed)
         start = torch.rand((n, channels, h, w), generator=gen, device=dev)
-    check_images(start, "start")
-    x0 = start.detach()
-    tgt = torch.as_tensor(target, dtype=torch.long, device=x0.device)
-    tgt = tgt.expand(x0.shape[0]).clone() if tgt.ndim == 0 else tgt
-    if tgt.shape != (x0.shape[0],):
-        raise ValueError(f"target must be one class or one per start image ({x0.shape[0]}); got shape {tuple(tgt.shape)}")
-    with preserved_state(model):
-        with torch.no_grad():
-            out = model(x0)
+    with gradients_enabled(), preserved_state(model):
+        x0, dtype = prepare_images(model, start, "start")
+        tgt = tgt.to(x0.device)
+        tgt = tgt.expand(x0.shape[0]).clone() if tgt.ndim == 0 else tgt
+        if tgt.shape != (x0.shape[0],):
+            raise ValueError(f"target must be one class or one per start image ({x0.shape[0]}); got shape {tuple(tgt.shape)}")
+        out = classifier_logits(model, x0, "start")
         k = out.shape[1]
         bad = tgt[(tgt < 0) | (tgt >= k)]
         if bad.numel():
@@ -111,4 +122,27 @@ def fooling_image(
             with torch.no_grad():
                 prob = F.softmax(model(x), 1).gather(1, tgt[:, None])[:, 0]
             active = prob < level
-    return FoolingResult(x, x0, tgt, prob, steps, prob >= level, float(level))
+    return FoolingResult(x.to(dtype), x0.to(dtype), tgt, prob, steps, prob >= level, float(level))
+
+
+def _target_classes(target: object) -> torch.Tensor:
+    """target as an int64 tensor (0-D or 1-D) of class indices; floats and bools refused."""
+    if isinstance(target, bool):
+        raise TypeError(f"target must be a class index (int) or one per image; got {target!r}")
+    if isinstance(target, numbers.Integral):
+        return torch.tensor(int(target))
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"target must be a class index (int) or one per image; got {type(target).__name__}") from None
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex() or t.ndim > 1:
+        raise TypeError(f"target must be integer class indices (an int or a 1-D list); got {target!r}")
+    return t.to(torch.int64)
+
+
+def _image_size(image_size: object) -> tuple[int, int]:
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
+        image_size = (image_size, image_size)
+    if not isinstance(image_size, tuple | list) or len(image_size) != 2:
+        raise TypeError(f"image_size must be an int or (H, W); got {image_size!r}")
+    return check_int(image_size[0], "image_size height"), check_int(image_size[1], "image_size width")

@@ -17,25 +17,54 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from gradsum.adversarial._common import check_eps, check_images, check_positive_int, predict
-from gradsum.adversarial.deepfool import deepfool
+from gradsum.adversarial._common import (
+    check_budget,
+    check_images,
+    check_model,
+    check_positive_int,
+    classifier_logits,
+    predict,
+    prepare_images,
+)
+from gradsum.adversarial.deepfool import check_candidates, deepfool
 from gradsum.adversarial.fgsm_pgd import project
 from gradsum.core.probe import preserved_state
+from gradsum.methods._args import check_number, check_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["UniversalResult", "universal_perturbation", "fooling_rate", "TransferMatrix", "transfer_matrix"]
+__all__ = ["UniversalResult", "universal_perturbation", "fooling_rate", "TransferMatrix", "transfer_matrix",
+           "check_perturbation"]
 
 
 def fooling_rate(model: nn.Module, images: torch.Tensor, v: torch.Tensor, *, batch_size: int = 256) -> float:
-    """Fraction of images whose predicted label changes when v is added (clipped to [0,1])."""
-    check_images(images)
+    """Fraction of images whose predicted label changes when v is added (clipped to [0,1]).
+    v: one perturbation (1,C,H,W) or (C,H,W) of the images' size, or one per image (N,C,H,W)."""
+    check_model(model)
+    batch_size = check_positive_int(batch_size, "batch_size")
     with preserved_state(model):
+        images, _ = prepare_images(model, images)
+        v = check_perturbation(v, images, "v")
         clean = predict(model, images, batch_size)
         pert = predict(model, (images + v).clamp(0, 1), batch_size)
     return float((clean != pert).float().mean())
+
+
+def check_perturbation(v: object, images: torch.Tensor, what: str = "v") -> torch.Tensor:
+    """v as a finite tensor in the images' dtype that adds to them: (1,C,H,W), (C,H,W) or (N,C,H,W)."""
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor perturbation (1,C,H,W); got {type(v).__name__}")
+    shape = tuple(images.shape[1:])
+    if not (tuple(v.shape) in (shape, (1, *shape)) or tuple(v.shape) == tuple(images.shape)):
+        raise ValueError(
+            f"{what} has shape {tuple(v.shape)} but the images are {tuple(images.shape)}; give one perturbation "
+            f"(1, {', '.join(map(str, shape))}) of the images' size"
+        )
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return v.to(device=images.device, dtype=images.dtype)
 
 
 @dataclass
@@ -85,18 +114,22 @@ def universal_perturbation(
     for p="inf" (so it must be in [0,1]) and an L2 length for p=2. The set must hold at
     least ceil(1/delta) images, so that the rate 1 - delta tolerates one unfooled image.
     """
-    check_images(images)
+    check_model(model)
     key = str(p).lower().replace("l", "")
     if key not in ("inf", "2", "2.0"):
         raise ValueError(f"p must be 'inf' or 2, got {p!r}")
     key = "inf" if key == "inf" else "2"
-    if key == "inf":
-        check_eps(xi, "xi")
-    elif isinstance(xi, bool) or not isinstance(xi, int | float) or xi < 0:
-        raise ValueError(f"xi must be a non-negative L2 length, got {xi!r}")
-    if not (isinstance(delta, int | float) and 0 < delta < 1):
-        raise ValueError(f"delta must be in (0,1) (target fooling rate 1 - delta), got {delta!r}")
+    xi = check_budget(xi, key, "xi")
+    delta = check_number(delta, "delta", low=0.0, high=1.0, low_open=True, high_open=True,
+                         meaning="target fooling rate 1 - delta")
     check_positive_int(max_passes, "max_passes")
+    check_positive_int(max_iter, "max_iter")
+    check_candidates(candidates)
+    overshoot = check_number(overshoot, "overshoot", low=0.0)
+    seed = check_seed(seed)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable progress(pass, rate) or None; got {type(progress).__name__}")
+    images, dtype = prepare_images(model, images)
     n = images.shape[0]
     need = math.ceil(1 / delta - 1e-9)
     if n < need:
@@ -111,6 +144,7 @@ def universal_perturbation(
     history: list[float] = []
     passes = 0
     with preserved_state(model):
+        classifier_logits(model, images[:1])
         clean = predict(model, images)
         rate = 0.0
         while passes < max_passes:
@@ -130,8 +164,8 @@ def universal_perturbation(
                 progress(passes, rate)
             if rate >= target:
                 break
-    return UniversalResult(v.detach(), rate, target, rate >= target, passes, float(xi), key, _norm(v, key),
-                           history, seed)
+    return UniversalResult(v.detach().to(dtype), rate, target, rate >= target, passes, float(xi), key,
+                           _norm(v, key), history, seed)
 
 
 @dataclass
@@ -182,19 +216,26 @@ def transfer_matrix(
     """
     import pandas as pd
 
+    if not isinstance(models, Mapping):
+        raise TypeError(f"models must be a mapping {{name: model}}; got {type(models).__name__}")
     if not models:
-        raise ValueError("transfer_matrix needs at least one model")
+        raise ValueError("models is empty: transfer_matrix needs at least one {name: model}")
+    for name, model in models.items():
+        check_model(model, f"models[{name!r}]")
+    check_images(images, "images")
     evals = images if eval_images is None else eval_images
     check_images(evals, "eval_images")
-    results: dict[str, UniversalResult] = {}
     vs: dict[str, torch.Tensor] = dict(perturbations or {})
+    unknown = sorted(set(vs) - set(models))
+    if unknown:
+        raise ValueError(f"perturbations given for unknown models {unknown}; models are {sorted(models)}")
+    for name, v in vs.items():
+        check_perturbation(v, evals[:1], f"perturbations[{name!r}]")
+    results: dict[str, UniversalResult] = {}
     for name, model in models.items():
         if name not in vs:
             results[name] = universal_perturbation(model, images, **universal_kwargs)
             vs[name] = results[name].v
-    unknown = sorted(set(vs) - set(models))
-    if unknown:
-        raise ValueError(f"perturbations given for unknown models {unknown}; models are {sorted(models)}")
     names = list(models)
     table = pd.DataFrame(
         [[fooling_rate(models[t], evals, vs[s]) for t in names] for s in names],

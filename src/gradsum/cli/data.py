@@ -2,17 +2,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from ._common import UserError, user_errors
+from ._common import UserError, check_out_dir, parse_size, user_errors
 
-__all__ = ["register", "synth", "preview", "info"]
+__all__ = ["register", "synth", "preview", "info", "SCAN_PROGRESS_FROM"]
+
+#: `data info` shows a progress bar while decoding at least this many files
+SCAN_PROGRESS_FROM = 200
 
 data_app = typer.Typer(
     help="Datasets: write synthetic road scenes, preview or describe a data SPEC.",
     no_args_is_help=True,
 )
+
+
+def _positive(value: int, option: str) -> int:
+    if value < 1:
+        raise UserError(f"{option} must be a positive number, got {value}")
+    return value
 
 
 @data_app.command("synth")
@@ -36,11 +46,13 @@ def synth(
     """
     from gradsum.data.synth import write_synth
 
+    check_out_dir(out)
     if n <= 0:
         raise UserError(f"--n must be a positive number of scenes, got {n}")
     if start < 0:
         raise UserError(f"--start must be >= 0, got {start}")
-    res = write_synth(out, n=n, size=size, seed=seed, shortcut=shortcut, split=split,
+    hw = parse_size(size)
+    res = write_synth(out, n=n, size=hw, seed=seed, shortcut=shortcut, split=split,  # type: ignore[arg-type]
                       difficulty=difficulty, pothole_rate=pothole_rate, start=start)  # fmt: skip
     typer.echo(
         f"wrote {res['n']} scenes ({res['potholes']} with potholes) of {res['size'][0]}x"
@@ -53,10 +65,11 @@ def synth(
 @user_errors
 def preview(
     spec: str = typer.Argument(..., help="Data SPEC, e.g. roads:16 or cityscapes:DIR."),
-    out: Path = typer.Option(..., "--out", help="PNG file to write."),
+    out: Path = typer.Option(..., "--out", help="Image file to write (PNG; another extension picks that format)."),
     n: int = typer.Option(8, "--n", help="Number of samples."),
     cols: int = typer.Option(2, "--cols", help="Samples per row."),
-    scale: int = typer.Option(2, "--scale", help="Nearest-neighbour upscaling."),
+    scale: int = typer.Option(2, "--scale", help="Nearest-neighbour upscaling (the result may hold at most "
+                                                 "64 megapixels)."),
 ) -> None:
     """Save a grid of images beside their colourised segmentations.
 
@@ -64,6 +77,11 @@ def preview(
     """
     from gradsum.data import load_dataset, save_preview
 
+    _positive(n, "--n")
+    _positive(cols, "--cols")
+    _positive(scale, "--scale")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the preview's file name, e.g. --out {out / 'preview.png'}")
     ds = load_dataset(spec)
     if len(ds) == 0:
         raise UserError(f"{spec} has no samples")
@@ -71,28 +89,70 @@ def preview(
     typer.echo(f"wrote {out}")
 
 
+def _scan(ds: Any) -> list[tuple[str, str]]:
+    """Decode every item of a file dataset (a progress bar on stderr for many files)."""
+    n = len(ds)
+    if n < SCAN_PROGRESS_FROM:
+        return ds.scan()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("decoding", total=n)
+        return ds.scan(lambda done, total: bar.update(task, completed=done))
+
+
 @data_app.command("info")
 @user_errors
 def info(spec: str = typer.Argument(..., help="Data SPEC, e.g. voc:DIR:split=val.")) -> None:
-    """Print size, label table, first sample and skipped files of a dataset.
+    """Print size, label table and first sample of a dataset; decode every file and list the
+    unreadable and skipped ones.
 
-    Example: gradsum data info driving:logs/driving_log.csv:on_error=skip
+    Example: gradsum data info folder:photos
+
+    Unreadable files are left out with the SPEC option on_error=skip, e.g.
+    gradsum data info driving:logs/driving_log.csv:on_error=skip
     """
-    from gradsum.data import load_dataset
+    import warnings
 
-    ds = load_dataset(spec)
+    from gradsum.data import load_dataset
+    from gradsum.data._files import SKIP_HINT, FileDataset
+
+    with warnings.catch_warnings():  # the skipped items are listed below
+        warnings.simplefilter("ignore", UserWarning)
+        ds = load_dataset(spec)
     table = getattr(ds, "label_table", None)
     typer.echo(f"{type(ds).__name__}: {len(ds)} samples")
     typer.echo(f"label table: {table.name if table is not None else 'none'}")
-    if len(ds):
-        s = ds[0]
-        seg = "none" if s.segmentation is None else "x".join(map(str, s.segmentation.shape))
-        typer.echo(f"first: id={s.id} image={'x'.join(map(str, s.image.shape))} "
-                   f"segmentation={seg} target={s.target!r}")  # fmt: skip
+    bad: list[tuple[str, str]] = []
+    if isinstance(ds, FileDataset):
+        if ds.on_error == "skip":  # every item was decoded when the dataset was built
+            typer.echo(f"decoded: {len(ds)} readable (checked when built, with on_error=skip)")
+        else:
+            bad = _scan(ds)
+            typer.echo(f"decoded: {len(ds) - len(bad)} of {len(ds)} readable, {len(bad)} unreadable")
+            for path, reason in bad:
+                typer.echo(f"  unreadable {path}: {reason}")
+            if bad:
+                typer.echo(f"hint: {SKIP_HINT}")
+    sample = None
+    for i in range(min(len(ds), len(bad) + 1)):  # the first readable sample
+        try:
+            sample = ds[i]
+            break
+        except (ValueError, OSError):
+            continue
+    if sample is not None:
+        seg = "none" if sample.segmentation is None else "x".join(map(str, sample.segmentation.shape))
+        typer.echo(f"first: id={sample.id} image={'x'.join(map(str, sample.image.shape))} "
+                   f"segmentation={seg} target={sample.target!r}")  # fmt: skip
     skipped = getattr(ds, "skipped", [])
     typer.echo(f"skipped: {len(skipped)}")
     for path, reason in skipped[:20]:
         typer.echo(f"  {path}: {reason}")
+    if len(skipped) > 20:
+        typer.echo(f"  ... and {len(skipped) - 20} more")
 
 
 def register(app: typer.Typer) -> None:

@@ -34,8 +34,6 @@ from gradsum.cli.profile import progress_bar
 MAX_DEFAULT_SIDE = 1024
 #: images shown in grid.png (every image gets its overlays)
 GRID_IMAGES = 8
-#: decoded image size refused before decoding (a PNG header can claim any size)
-MAX_IMAGE_PIXELS = 64_000_000
 
 DEFAULT_METHODS = "gradcam,gradcam++,layercam,saliency,guided-backprop,integrated-gradients"
 
@@ -202,9 +200,11 @@ def _image_header(path: Path) -> tuple[int, int]:
     """(H, W) from the file's header, checked against the pixel limit, before decoding."""
     from PIL import Image, UnidentifiedImageError
 
+    from gradsum.data._files import MAX_IMAGE_PIXELS
+
     if not path.is_file():
         raise UserError(f"image file not found: {path}")
-    limit = f"the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+    limit = f"the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels (MAX_IMAGE_PIXELS)"
     try:
         with Image.open(path) as img:
             w, h = img.size

@@ -2,111 +2,223 @@
 maximally activating dataset patches, written as PNG + CSV/Parquet into a run folder."""
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from ._common import UserError, user_errors
+from ._common import UserError, check_out_dir, parse_size, user_errors
+from ._model import (
+    MEAN_OPTION,
+    MODEL_OPTION,
+    NORMALIZE_OPTION,
+    NUM_CLASSES_OPTION,
+    OUTPUT_OPTION,
+    STD_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    model_output,
+)
 
 __all__ = ["register", "filters", "maps", "maximize", "patches", "load_model", "load_images", "parse_size",
-           "parse_indices", "write_csv", "save_tensor"]
+           "parse_indices", "write_csv", "save_tensor", "positive", "card_size", "check_pixels_at_once", "open_dataset",
+           "layer_output", "tensor_output", "check_indices", "staged_output",
+           "MAX_BATCH_PIXELS", "MAX_MAXIMIZE_IMAGES", "MAX_PATCHES_K", "MAX_INDICES"]
 
 features_app = typer.Typer(
     help="What layers respond to: filters, feature maps, activation maximisation, dataset patches.",
     no_args_is_help=True,
 )
 
-MODEL_HELP = "Model SPEC: pilotnet | potholenet | digitsnet | torchvision:NAME | timm:NAME | FILE.py:FACTORY."
+#: the most pixels (images x H x W) a command holds and runs through the model at once
+#: (attacks, activation maximisation, one batch of patches): ~200 MB of float32 RGB input
+MAX_BATCH_PIXELS = 16_777_216
+#: the most images `features maximize` optimises in one run (one per channel)
+MAX_MAXIMIZE_IMAGES = 256
+#: the most patches `features patches` keeps per channel
+MAX_PATCHES_K = 1000
+#: the most entries a --channels list may expand to (0-99999 is refused while parsing)
+MAX_INDICES = 100_000
 
 
 # ---------------------------------------------------------------- shared helpers (also used by attack.py)
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'66x200' -> (66, 200); '32' -> (32, 32); None -> None."""
-    if not text:
-        return None
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise UserError(f"--size must look like HxW (e.g. 66x200), got {text!r}") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 4:
-        raise UserError(f"--size must be HxW with sides >= 4, got {text!r}")
-    return values[0], values[1]
+def positive(value: int | None, option: str) -> int | None:
+    """--option must be >= 1 (None passes)."""
+    if value is not None and value < 1:
+        raise UserError(f"{option} must be a positive number, got {value}")
+    return value
 
 
 def parse_indices(text: str | None, what: str = "--channels") -> list[int] | None:
-    """'0-3,7' -> [0, 1, 2, 3, 7]; None/'' -> None."""
+    """'0-3,7' -> [0, 1, 2, 3, 7]; None/'' -> None. Indices are >= 0, listed once, and at
+    most MAX_INDICES of them (a range is checked before it is expanded)."""
     if not text:
         return None
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise UserError(f"{what} must be integers and ranges like 0-15,20; got {text!r}") from None
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.startswith("-"):
+            raise UserError(f"{what} indices must be >= 0; got {part!r} in {text!r}")
+        a, dash, b = part.partition("-")
+        try:
+            lo, hi = (int(a), int(b)) if dash else (int(a), int(a))
+        except ValueError:
+            raise UserError(f"{what} must be integers and ranges like 0-15,20; got {text!r}") from None
+        if hi < lo:
+            raise UserError(f"{what} range {part!r} runs backwards; write it as {hi}-{lo}")
+        if len(out) + hi - lo + 1 > MAX_INDICES:
+            raise UserError(f"{what} {text!r} lists more than {MAX_INDICES:,} indices (MAX_INDICES); give fewer")
+        out.extend(range(lo, hi + 1))
     if not out:
         raise UserError(f"{what} is empty: {text!r}")
+    if len(set(out)) != len(out):
+        seen: set[int] = set()
+        dup = next(v for v in out if v in seen or seen.add(v))  # type: ignore[func-returns-value]
+        raise UserError(f"{what} lists {dup} more than once in {text!r}; give each index once")
     return out
 
 
-def load_model(spec: str, weights: Path | None, num_classes: int | None = None,
-               mean: str | None = None, std: str | None = None) -> Any:
-    """Build the model (eval mode), with its input normalisation wrapped in when given."""
-    import gradsum.models as gm
-    from gradsum.adversarial import pixel_space
+def load_model(spec: str | None, weights: Path | None, num_classes: int | None = None,
+               mean: str | None = None, std: str | None = None, **options: Any) -> Any:
+    """Build the model (eval mode) with `gradsum.cli._model.load_model`: its card, its
+    normalisation inside (mean/std, or --normalize), its output selection."""
+    from gradsum.cli._model import load_model as load_user_model
 
-    model = gm.build(spec, num_classes=num_classes, weights=weights)
-
-    def floats(text: str | None, name: str) -> list[float] | None:
-        if text is None:
-            return None
-        try:
-            return [float(v) for v in text.split(",")]
-        except ValueError:
-            raise UserError(f"{name} must be one number or one per channel, comma-separated; got {text!r}") from None
-
-    return pixel_space(model, floats(mean, "--mean"), floats(std, "--std"))
+    return load_user_model(spec, weights, num_classes, mean=mean, std=std, **options)
 
 
-def load_images(data: str, size: tuple[int, int] | None, limit: int | None, start: int = 0) -> tuple[Any, list[str], Any]:
-    """(images (N,3,H,W), ids, targets) of the first `limit` samples of a data SPEC."""
-    import torch
+def card_size(model: Any) -> tuple[int, int] | None:
+    """The input size (H, W) recorded in the model's card (its checkpoint), if any."""
+    from gradsum.models import card_of
 
+    card = card_of(model)
+    return None if card is None or card.input_size is None else tuple(card.input_size)  # type: ignore[return-value]
+
+
+def check_pixels_at_once(n: int, hw: tuple[int, int], what: str, fix: str) -> None:
+    """Refuse n images of hw (H, W) held and run at once beyond MAX_BATCH_PIXELS."""
+    total = n * hw[0] * hw[1]
+    if total > MAX_BATCH_PIXELS:
+        raise UserError(f"{what}: {n} images of {hw[0]}x{hw[1]} = {total:,} pixels at once, over the limit of "
+                        f"{MAX_BATCH_PIXELS:,} (MAX_BATCH_PIXELS); {fix}")
+
+
+def open_dataset(data: str, size: tuple[int, int] | None) -> Any:
+    """The dataset of a data SPEC, resized to `size` (H, W) when given."""
     from gradsum.data import load_dataset, parse_spec
     from gradsum.data.transforms import Resize
 
     kind, _, _ = parse_spec(data)
     kw: dict[str, Any] = {}
     if size is not None:
-        if kind in ("roads", "digits"):
-            kw["size"] = size
-        else:
-            kw["transform"] = Resize(size)
-    dataset = load_dataset(data, **kw)
+        kw = {"size": size} if kind in ("roads", "digits") else {"transform": Resize(size)}
+    return load_dataset(data, **kw)
+
+
+def load_images(data: str, size: tuple[int, int] | None, limit: int | None, start: int = 0) -> tuple[Any, list[str], Any]:
+    """(images (N,3,H,W), ids, targets) of the first `limit` samples of a data SPEC from
+    index `start`; the images held at once stay within MAX_BATCH_PIXELS (checked on the
+    first sample, before the others are read)."""
+    import torch
+
+    positive(limit, "--limit")
+    dataset = open_dataset(data, size)
     n = len(dataset)
-    if n == 0 or start >= n:
-        raise UserError(f"--data {data} has {n} samples; nothing to use from index {start}")
+    if n == 0 or not 0 <= start < n:
+        raise UserError(f"--data {data} has {n} samples; there is no sample {start} (valid: 0..{n - 1})"
+                        if n else f"--data {data} has no samples")
     stop = n if limit is None else min(n, start + limit)
-    samples = [dataset[i] for i in range(start, stop)]
+    samples = [dataset[start]]
+    check_pixels_at_once(stop - start, tuple(samples[0].image.shape[-2:]), f"--data {data}",  # type: ignore[arg-type]
+                         "use a smaller --limit or --size")
+    samples += [dataset[i] for i in range(start + 1, stop)]
     shapes = {tuple(s.image.shape) for s in samples}
     if len(shapes) != 1:
         raise UserError(f"--data {data} has images of several sizes {sorted(shapes)[:3]}; give --size HxW")
     images = torch.stack([s.image for s in samples]).float()
     return images, [s.id for s in samples], [s.target for s in samples]
+
+
+def layer_output(model: Any, layer: str, hw: tuple[int, int], image: Any = None) -> tuple[str, Any]:
+    """(resolved name, output of `layer`) on one image (`image` (1,C,H,W), default zeros of
+    hw): a cheap look at a layer's shape before anything big is allocated."""
+    import torch
+
+    from gradsum.core.layers import resolve_layer
+
+    name, module = resolve_layer(model, layer)
+    seen: list[Any] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        model_output(model, torch.zeros(1, 3, *hw) if image is None else image)
+    finally:
+        handle.remove()
+    if not seen:
+        raise UserError(f"layer '{name}' is not called by the model's forward pass; pick a layer it uses")
+    out = seen[-1]
+    if not isinstance(out, torch.Tensor):
+        raise UserError(f"layer '{name}' returns a {type(out).__name__}, not a tensor; pick another layer")
+    return name, out
+
+
+def tensor_output(model: Any, x: Any) -> Any:
+    """The model's output on x (no gradients), which must be one tensor."""
+    import torch
+
+    out = model_output(model, x)
+    if not isinstance(out, torch.Tensor):
+        keys = f" (keys {', '.join(map(str, out))})" if isinstance(out, dict) else ""
+        raise UserError(f"the model returns a {type(out).__name__}{keys}; choose the tensor with --output KEY|INDEX")
+    return out
+
+
+def check_indices(values: list[int], count: int, what: str, where: str) -> None:
+    """Every index must be < count (the layer's channels / the model's outputs)."""
+    bad = [v for v in values if v >= count]
+    if bad:
+        plural = {"class": "classes"}.get(what, f"{what}s")
+        raise UserError(f"{what} {bad[0]} does not exist in {where}; valid {plural} are 0..{count - 1}")
+
+
+@contextlib.contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """Write a command's results into a hidden folder inside `out`, then move them into
+    `out` together: a failure while writing (a full disk, an error drawing a figure) leaves
+    no partial result (and no `out` folder when the command created it)."""
+    import shutil
+    import tempfile
+
+    check_out_dir(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    try:
+        yield stage
+        for path in sorted(stage.rglob("*")):
+            if path.is_file():
+                target = out / path.relative_to(stage)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+    except BaseException as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        name = getattr(exc, "filename", None)
+        if isinstance(exc, OSError) and isinstance(name, str) and name.startswith(str(stage)):
+            # name the file the user asked for, not the hidden staging copy
+            raise type(exc)(exc.errno, exc.strerror, str(out / Path(name).relative_to(stage))) from None
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_csv(path: Path, frame: Any) -> Path:
@@ -138,45 +250,58 @@ def _safe(name: str) -> str:
 @features_app.command("filters")
 @user_errors
 def filters(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
     out: Path = typer.Option(..., "--out", help="Run folder for filters_<layer>.png and .csv."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict); default random."),
+    model: str | None = MODEL_OPTION,
+    weights: Path | None = WEIGHTS_OPTION,
     layer: str | None = typer.Option(None, "--layer", help="Conv layer name (default: the first conv)."),
     max_tiles: int = typer.Option(64, "--max-tiles", help="Cap on tiles shown."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model, if not its default."),
+    num_classes: int | None = NUM_CLASSES_OPTION,
+    normalize: str = NORMALIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    output: str | None = OUTPUT_OPTION,
+    trust_pickle: bool = TRUST_OPTION,
 ) -> None:
     """Draw a conv layer's weights: RGB tiles for a first layer, grayscale per input channel deeper.
 
-    Example: gradsum features filters --model potholenet --weights runs/pothole/best.pt --out runs/feat
+    Example: gradsum features filters --weights runs/pothole/best.pt --out runs/feat
     """
     import pandas as pd
 
     import gradsum.features as gf
     from gradsum.run.store import save_figure
 
-    net = load_model(model, weights, num_classes)
+    check_out_dir(out)
+    positive(max_tiles, "--max-tiles")
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
     grid = gf.filter_grid(net, layer, max_tiles=max_tiles)
     name = _safe(grid.layer)
-    png = save_figure(out / f"filters_{name}.png", grid.figure())
     w = dict(net.named_modules())[grid.layer].weight.detach().float()
     rows = [{"layer": grid.layer, "filter": f, "in_channel": c, "l2_norm": float(w[f, c].norm()),
              "min": float(w[f, c].min()), "max": float(w[f, c].max())}
             for f in range(w.shape[0]) for c in range(w.shape[1])]
-    write_csv(out / f"filters_{name}.csv", pd.DataFrame(rows))
-    typer.echo(f"{grid.title}: wrote {png} and filters_{name}.csv")
+    with staged_output(out) as stage:
+        save_figure(stage / f"filters_{name}.png", grid.figure())
+        write_csv(stage / f"filters_{name}.csv", pd.DataFrame(rows))
+    typer.echo(f"{grid.title}: wrote {out / f'filters_{name}.png'} and filters_{name}.csv")
 
 
 @features_app.command("maps")
 @user_errors
 def maps(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
     data: str = typer.Option(..., "--data", help="Data SPEC, e.g. roads:10:task=pothole or digits."),
     layer: str = typer.Option(..., "--layer", help="Layer whose feature maps to draw."),
     out: Path = typer.Option(..., "--out", help="Run folder for maps_<layer>_<index>.png."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict)."),
-    index: int = typer.Option(0, "--index", help="Which sample of --data."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model, if not its default."),
+    model: str | None = MODEL_OPTION,
+    weights: Path | None = WEIGHTS_OPTION,
+    index: int = typer.Option(0, "--index", help="Which sample of --data (0 = the first)."),
+    size: str | None = typer.Option(None, "--size", help="Resize images to HxW (default: the checkpoint's input size)."),
+    num_classes: int | None = NUM_CLASSES_OPTION,
+    normalize: str = NORMALIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    output: str | None = OUTPUT_OPTION,
+    trust_pickle: bool = TRUST_OPTION,
 ) -> None:
     """Draw one image's feature maps at a layer and their sum.
 
@@ -185,61 +310,103 @@ def maps(
     import gradsum.features as gf
     from gradsum.run.store import save_figure
 
-    net = load_model(model, weights, num_classes)
-    images, ids, _ = load_images(data, parse_size(size), 1, start=index)
+    check_out_dir(out)
+    hw = parse_size(size)
+    if index < 0:
+        raise UserError(f"--index must be >= 0 (0 = the first sample), got {index}")
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
+    images, ids, _ = load_images(data, hw or card_size(net), 1, start=index)
+    layer_output(net, layer, tuple(images.shape[-2:]), images[:1])  # one line if the model refuses the image
     fm = gf.feature_maps(net, images[0], layer)
-    png = save_figure(out / f"maps_{_safe(fm.layer)}_{index}.png", fm.figure())
+    png = out / f"maps_{_safe(fm.layer)}_{index}.png"
+    with staged_output(out) as stage:
+        save_figure(stage / png.name, fm.figure())
     typer.echo(f"{fm.layer}: {fm.maps.shape[0]} maps of {fm.maps.shape[1]}x{fm.maps.shape[2]} for sample {ids[0]}; wrote {png}")
+
+
+OBJECTIVES = ("channel", "neuron", "dense", "class")
 
 
 @features_app.command("maximize")
 @user_errors
 def maximize(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
     out: Path = typer.Option(..., "--out", help="Run folder for maximize_<layer>.png and .csv."),
+    model: str | None = MODEL_OPTION,
+    weights: Path | None = WEIGHTS_OPTION,
     layer: str | None = typer.Option(None, "--layer", help="Layer to visualise (not needed for --objective class)."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict)."),
-    channels: str = typer.Option("0-15", "--channels", help="Channels / units / classes, e.g. 0-15 or 0,3,7."),
+    channels: str = typer.Option("0-15", "--channels", help="Channels / units / classes, e.g. 0-15 or 0,3,7 "
+                                                            f"(one image each, at most {MAX_MAXIMIZE_IMAGES})."),
     objective: str = typer.Option("channel", "--objective", help="channel | neuron | dense | class."),
     preset: str = typer.Option("lucent", "--preset", help="lucent (FFT, Adam, 512 steps) | keras (pixels, 30 steps)."),
     steps: int | None = typer.Option(None, "--steps", help="Override the preset's number of steps."),
-    size: str | None = typer.Option(None, "--size", help="Image size HxW (default: from --data, else 64x64)."),
+    size: str | None = typer.Option(None, "--size", help="Image size HxW (default: from --data, else the "
+                                                         "checkpoint's input size, else 64x64)."),
     data: str | None = typer.Option(None, "--data", help="Data SPEC to take the image size from."),
     seed: int = typer.Option(0, "--seed", help="Seed of the start images and transforms."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model, if not its default."),
+    num_classes: int | None = NUM_CLASSES_OPTION,
+    normalize: str = NORMALIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    output: str | None = OUTPUT_OPTION,
+    trust_pickle: bool = TRUST_OPTION,
 ) -> None:
     """Optimise one image per channel (all in one batch) that maximally activates it.
 
     Example: gradsum features maximize --model potholenet --weights best.pt --layer features.act3 --channels 0-15 --size 66x200 --out runs/feat
     """
     import pandas as pd
+    import torch
 
     import gradsum.features as gf
     from gradsum.run.store import save_figure
 
-    net = load_model(model, weights, num_classes)
+    check_out_dir(out)
+    if objective not in OBJECTIVES:
+        raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    if preset not in gf.PRESETS:
+        raise UserError(f"--preset must be one of {', '.join(sorted(gf.PRESETS))}; got {preset!r}")
+    if objective != "class" and not layer:
+        raise UserError(f"--objective {objective} needs --layer NAME")
+    positive(steps, "--steps")
     idx = parse_indices(channels) or [0]
+    if len(idx) > MAX_MAXIMIZE_IMAGES:
+        raise UserError(f"--channels {channels} asks for {len(idx)} images, over the limit of {MAX_MAXIMIZE_IMAGES} "
+                        "per run (MAX_MAXIMIZE_IMAGES); split the channels over several runs")
     hw = parse_size(size)
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
     if hw is None and data is not None:
         hw = tuple(load_images(data, None, 1)[0].shape[-2:])  # type: ignore[assignment]
-    hw = hw or (64, 64)
-    builders = {"channel": gf.channel, "neuron": gf.neuron, "dense": gf.dense_unit}
+    hw = hw or card_size(net) or (64, 64)
+    check_pixels_at_once(len(idx), hw, "--channels", "give fewer --channels or a smaller --size")  # type: ignore[arg-type]
+    # the layer's (or output's) shape on ONE image, before the batch is allocated
     if objective == "class":
+        out_1 = tensor_output(net, torch.zeros(1, 3, *hw))
+        if out_1.ndim != 2:
+            raise UserError(f"--objective class needs a model with one score per class; this one outputs "
+                            f"{tuple(out_1.shape[1:])} per image")
+        check_indices(idx, out_1.shape[1], "class", f"the model's output ({out_1.shape[1]} classes)")
         obj = gf.class_logit(idx)
-    elif objective in builders:
-        if not layer:
-            raise UserError(f"--objective {objective} needs --layer NAME")
-        obj = builders[objective](layer, idx)
     else:
-        raise UserError(f"--objective must be channel, neuron, dense or class; got {objective!r}")
+        name, act = layer_output(net, layer, hw)  # type: ignore[arg-type]
+        want = 2 if objective == "dense" else 4
+        if act.ndim != want:
+            fix = "use --objective dense for a 2-D (B,N) layer" if act.ndim == 2 else \
+                "use --objective channel or neuron for a conv layer" if act.ndim == 4 else "pick a conv or linear layer"
+            raise UserError(f"--objective {objective} needs a {'(B,N)' if want == 2 else '(B,C,h,w)'} output; "
+                            f"layer '{name}' gives {tuple(act.shape)}; {fix}")
+        what = "unit" if objective == "dense" else "channel"
+        check_indices(idx, act.shape[1], what, f"layer '{name}' ({act.shape[1]} {what}s)")
+        obj = {"channel": gf.channel, "neuron": gf.neuron, "dense": gf.dense_unit}[objective](layer, idx)
     res = gf.maximize(net, obj, image_size=hw, preset=preset, steps=steps, seed=seed)
     name = _safe("output" if objective == "class" or not layer else layer)
-    png = save_figure(out / f"maximize_{name}.png", res.figure())
     table = pd.DataFrame({"layer": layer or "output", "objective": objective, "index": idx, "label": res.labels,
                           "start_value": res.history[0].tolist(), "final_value": res.values.tolist(),
                           "preset": preset, "steps": res.settings["steps"], "seed": seed})
-    write_csv(out / f"maximize_{name}.csv", table)
-    save_tensor(out / f"maximize_{name}.pt", res.images)
+    png = out / f"maximize_{name}.png"
+    with staged_output(out) as stage:
+        save_figure(stage / png.name, res.figure())
+        write_csv(stage / f"maximize_{name}.csv", table)
+        save_tensor(stage / f"maximize_{name}.pt", res.images)
     typer.echo(f"{obj.description}: objective {float(res.history[0].mean()):.3g} -> {float(res.values.mean()):.3g} "
                f"(mean of {len(idx)}); wrote {png}")
 
@@ -247,18 +414,23 @@ def maximize(
 @features_app.command("patches")
 @user_errors
 def patches(
-    model: str = typer.Option(..., "--model", help=MODEL_HELP),
     data: str = typer.Option(..., "--data", help="Data SPEC streamed once, e.g. roads:500:task=pothole."),
     layer: str = typer.Option(..., "--layer", help="Conv layer whose channels to rank."),
     out: Path = typer.Option(..., "--out", help="Run folder for patches_<layer>.png and .parquet."),
-    weights: Path | None = typer.Option(None, "--weights", help="Weights file (state dict)."),
-    k: int = typer.Option(9, "--k", help="Patches kept per channel."),
+    model: str | None = MODEL_OPTION,
+    weights: Path | None = WEIGHTS_OPTION,
+    k: int = typer.Option(9, "--k", help=f"Patches kept per channel (at most {MAX_PATCHES_K})."),
     channels: str | None = typer.Option(None, "--channels", help="Channels to keep (default all), e.g. 0-7."),
     show: int = typer.Option(16, "--show", help="Channels drawn in the PNG."),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N samples."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW."),
+    size: str | None = typer.Option(None, "--size", help="Resize images to HxW (default: the checkpoint's input size)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model, if not its default."),
+    num_classes: int | None = NUM_CLASSES_OPTION,
+    normalize: str = NORMALIZE_OPTION,
+    mean: str | None = MEAN_OPTION,
+    std: str | None = STD_OPTION,
+    output: str | None = OUTPUT_OPTION,
+    trust_pickle: bool = TRUST_OPTION,
 ) -> None:
     """Stream a dataset once and crop the top-k receptive-field patches of every channel.
 
@@ -266,25 +438,37 @@ def patches(
     """
     import pandas as pd
 
-    from gradsum.data import load_dataset, parse_spec
-    from gradsum.data.transforms import Resize
     from gradsum.features.patches import top_patches
     from gradsum.run.runner import write_table
     from gradsum.run.store import save_figure
 
-    net = load_model(model, weights, num_classes)
-    kw: dict[str, Any] = {}
+    check_out_dir(out)
+    positive(k, "--k")
+    if k > MAX_PATCHES_K:
+        raise UserError(f"--k {k} is over the limit of {MAX_PATCHES_K} patches per channel (MAX_PATCHES_K)")
+    positive(show, "--show")
+    positive(limit, "--limit")
+    positive(batch_size, "--batch-size")
+    chosen = parse_indices(channels)
     hw = parse_size(size)
-    if hw is not None:
-        kw = {"size": hw} if parse_spec(data)[0] in ("roads", "digits") else {"transform": Resize(hw)}
-    dataset = load_dataset(data, **kw)
-    if limit is not None:
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
+    dataset = open_dataset(data, hw or card_size(net))
+    if limit is not None and limit < len(dataset):
         import torch
 
-        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
-    res = top_patches(net, layer, dataset, k=k, channels=parse_indices(channels), batch_size=batch_size)
+        dataset = torch.utils.data.Subset(dataset, range(limit))
+    if len(dataset) == 0:
+        raise UserError(f"--data {data} has no samples")
+    first = dataset[0].image[None].float()
+    check_pixels_at_once(min(batch_size, len(dataset)), tuple(first.shape[-2:]), "--batch-size",  # type: ignore[arg-type]
+                         "use a smaller --batch-size or --size")
+    name, act = layer_output(net, layer, tuple(first.shape[-2:]), first)  # type: ignore[arg-type]
+    if act.ndim != 4:
+        raise UserError(f"--layer {name} gives {tuple(act.shape)}; patches need a conv layer with (B,C,h,w) maps")
+    if chosen is not None:
+        check_indices(chosen, act.shape[1], "channel", f"layer '{name}' ({act.shape[1]} channels)")
+    res = top_patches(net, layer, dataset, k=k, channels=chosen, batch_size=batch_size)
     name = _safe(res.layer)
-    png = save_figure(out / f"patches_{name}.png", res.figure(channels=res.channels[:show]))
     ids = [getattr(dataset[i], "id", str(i)) for i in sorted(set(res.index.flatten().tolist()))]
     id_of = dict(zip(sorted(set(res.index.flatten().tolist())), ids, strict=True))
     rows = [{"layer": res.layer, "channel": ch, "rank": r, "value": float(res.values[i, r]),
@@ -292,7 +476,10 @@ def patches(
              "x": int(res.x[i, r]), "box_y0": int(res.boxes[i, r, 0]), "box_x0": int(res.boxes[i, r, 1]),
              "box_y1": int(res.boxes[i, r, 2]), "box_x1": int(res.boxes[i, r, 3])}
             for i, ch in enumerate(res.channels) for r in range(res.values.shape[1])]
-    write_table(out / f"patches_{name}.parquet", pd.DataFrame(rows))
+    png = out / f"patches_{name}.png"
+    with staged_output(out) as stage:
+        save_figure(stage / png.name, res.figure(channels=res.channels[:show]))
+        write_table(stage / f"patches_{name}.parquet", pd.DataFrame(rows))
     f = res.field_
     typer.echo(f"{res.layer}: top-{res.values.shape[1]} of {res.images_seen} images for {len(res.channels)} channels; "
                f"receptive field {f.size[0]}x{f.size[1]} ({f.method}), jump {f.jump[0]}; wrote {png}")

@@ -24,9 +24,19 @@ Progress = Callable[[int, int], None]
 _AUTO_START = {"cpu": 64, "cuda": 512, "mps": 256}
 
 
-def auto_batch_size(device: torch.device, n: int) -> int:
-    """The first chunk size tried by batch_size="auto" on `device` for `n` items."""
-    return max(1, min(n, _AUTO_START.get(device.type, 64)))
+#: pixels per chunk the "auto" start is sized for (64 images of 224x224 on the CPU): larger
+#: inputs get proportionally fewer per chunk, so a 1024x768 photo never runs 64 copies at once
+_AUTO_PIXELS = 224 * 224
+
+
+def auto_batch_size(device: torch.device, n: int, pixels: int | None = None) -> int:
+    """The first chunk size tried by batch_size="auto" on `device` for `n` items of `pixels`
+    pixels each (H*W; None: not known): 64 on CPU, 512 on CUDA, for 224x224 inputs, scaled
+    down for larger inputs."""
+    start = _AUTO_START.get(device.type, 64)
+    if pixels is not None and pixels > _AUTO_PIXELS:
+        start = max(1, start * _AUTO_PIXELS // pixels)
+    return max(1, min(n, start))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -58,8 +68,8 @@ def batched_scores(
     make_inputs(start, stop) builds the perturbed inputs of items start..stop-1 (on the
     device); score(output, start, stop) turns the model output of those items into a tensor
     whose first dimension is stop - start. Results are concatenated along dim 0 into one
-    preallocated tensor. batch_size: an int, or "auto" (64 on CPU, 512 on CUDA, halved
-    while the device runs out of memory). progress(done, n) is called after each chunk.
+    preallocated tensor. batch_size: an int, or "auto" (64 on CPU, 512 on CUDA for 224x224
+    inputs, fewer for larger ones, halved while the device runs out of memory). progress(done, n) is called after each chunk.
     A module gets each chunk in its preferred memory layout (`gradsum.core.layout`).
     """
     _check_batch_size(batch_size)
@@ -77,6 +87,11 @@ def batched_scores(
             stop = min(n, start + size)
             try:
                 inputs = make_inputs(start, stop)
+                if batch_size == "auto" and start == 0 and inputs.ndim == 4:
+                    fits = auto_batch_size(device, n, inputs.shape[-2] * inputs.shape[-1])
+                    if fits < size:  # large images: fewer per chunk from the first one on
+                        size, stop = fits, fits
+                        inputs = inputs[:fits]
                 output = in_preferred_layout(model, inputs, model) if isinstance(model, nn.Module) else model(inputs)
                 values = score(output, start, stop)
             except Exception as exc:  # halve on out-of-memory, re-raise anything else

@@ -13,7 +13,7 @@ when built, drop bad items from len() and list them in `.skipped` as (path, reas
 """
 from __future__ import annotations
 
-from ._files import DataError
+from ._files import MAX_IMAGE_PIXELS, DataError
 from .cityscapes import Cityscapes
 from .digits import Digits
 from .folder import ImageFolder
@@ -35,6 +35,7 @@ from .udacity import DrivingLog
 from .voc import VOCDetection
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
     "Sample", "Batch", "collate",
     "Label", "LabelTable", "CITYSCAPES", "ROADS", "VOC", "VOC_CLASSES",
     "RoadScenes", "render_scene",

@@ -24,32 +24,69 @@ import torch
 from .labels import LabelTable
 from .samples import Sample
 
-__all__ = ["DataError", "FileDataset", "read_rgb", "read_label", "ON_ERROR"]
+__all__ = ["DataError", "FileDataset", "read_rgb", "read_label", "ON_ERROR", "MAX_IMAGE_PIXELS", "SKIP_HINT",
+           "check_pixels"]
 
 ON_ERROR = ("raise", "skip")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+#: the most pixels (H*W) gradsum decodes from one image file; a header claiming more (a
+#: "decompression bomb" or a mistaken file) is refused before any pixel is decoded
+MAX_IMAGE_PIXELS = 64_000_000
+#: how to leave unreadable files out, in the CLI's words and in Python's
+SKIP_HINT = "leave bad files out with the data SPEC option on_error=skip (e.g. folder:DIR:on_error=skip; " \
+            "Python: on_error='skip')"
 
 
 class DataError(ValueError):
-    """A data file is unreadable or inconsistent; `path` names it."""
+    """A data file is unreadable or inconsistent; `path` names it, `reason` says what is
+    wrong and `hint` (shown in the message, not in `reason`) how to go on."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, hint: str | None = None) -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{path}: {reason}")
+        self.hint = hint
+        super().__init__(f"{path}: {reason}" + (f"; {hint}" if hint else ""))
+
+
+def check_pixels(height: int, width: int, what: str = "image") -> None:
+    """Refuse an image of more than MAX_IMAGE_PIXELS pixels (ValueError naming size and limit)."""
+    if height * width > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{what} of {height}x{width} = {height * width:,} pixels is over the limit of "
+                         f"{MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS); use a smaller size")
 
 
 def _open(path: Path):  # type: ignore[no-untyped-def]
+    """Open an image file, check its size from the header (before decoding), then decode it."""
+    import re
+
     from PIL import Image
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file does not exist")
     try:
-        im = Image.open(path)
-        im.load()
+        with warnings.catch_warnings():  # PIL warns from 89 MP; our own limit below is lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:  # PIL's own (larger) limit, hit inside open()
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise DataError(path, f"the image header claims {size}, over the limit of {MAX_IMAGE_PIXELS:,} pixels "
+                              "(MAX_IMAGE_PIXELS); nothing was decoded", f"shrink the image, or {SKIP_HINT}") from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-        raise DataError(path, f"cannot decode image ({exc}); the file is truncated or not an "
-                              "image: re-export it or use on_error='skip'") from None
+        raise DataError(path, f"cannot decode image ({exc}): the file is truncated or not an image",
+                        f"re-export it, or {SKIP_HINT}") from None
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise DataError(path, f"the image header claims {h}x{w} = {w * h:,} pixels (HxW), over the limit of "
+                              f"{MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS); nothing was decoded",
+                        f"shrink the image, or {SKIP_HINT}")
+    try:
+        im.load()
+    except Exception as exc:
+        im.close()
+        raise DataError(path, f"cannot decode image ({exc}): the file is truncated or not an image",
+                        f"re-export it, or {SKIP_HINT}") from None
     return im
 
 
@@ -116,7 +153,7 @@ class FileDataset(torch.utils.data.Dataset):
             more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
             warnings.warn(
                 f"{type(self).__name__}: skipped {len(self.skipped)} bad item(s): {shown}{more} "
-                "(see .skipped)",
+                "(listed by `gradsum data info SPEC`; Python: .skipped)",
                 stacklevel=3,
             )
 
@@ -137,6 +174,21 @@ class FileDataset(torch.utils.data.Dataset):
             raise IndexError(f"{type(self).__name__} index {index} out of range for {n} items")
         sample = self._load(self.items[index])
         return self.transform(sample) if self.transform is not None else sample
+
+    def scan(self, progress: Callable[[int, int], None] | None = None) -> list[tuple[str, str]]:
+        """Decode every item now and return the unreadable ones as (path, reason), without
+        changing the dataset (with on_error="skip" they were already left out: see `skipped`).
+        progress(done, total) is called after each item."""
+        bad: list[tuple[str, str]] = []
+        total = len(self.items)
+        for done, item in enumerate(self.items, 1):
+            try:
+                self._load(item)
+            except (DataError, FileNotFoundError, OSError, ValueError) as exc:
+                bad.append((getattr(exc, "path", None) or str(self._item_path(item)), _reason(exc)))
+            if progress is not None:
+                progress(done, total)
+        return bad
 
     def report(self) -> str:
         """One line per skipped item (empty string when nothing was skipped)."""

@@ -1,12 +1,14 @@
 """The `Sample` type every dataset yields, and the collate function that batches samples."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["Sample", "Batch", "collate"]
+__all__ = ["Sample", "Batch", "collate", "check_sample"]
 
 
 @dataclass
@@ -59,10 +61,48 @@ def _stack_targets(targets: list[Any]) -> Any:
     return targets
 
 
+def check_sample(sample: Any, where: str = "sample") -> Sample:
+    """A Sample whose parts have the documented types: image a floating (C,H,W) tensor,
+    segmentation an integer (H,W) tensor of the image's size (whole-number floats are
+    converted to int64; 1.5 is an error, never truncated), boxes an (N,4) tensor. Returns
+    the sample (a copy when the segmentation was converted)."""
+    if not isinstance(sample, Sample):
+        raise TypeError(f"{where} must be a gradsum.data.Sample; got {type(sample).__name__}")
+    image, name = sample.image, f"{where} {sample.id!r}"
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"the image of {name} must be a torch.Tensor (C,H,W); got {type(image).__name__}")
+    if image.ndim != 3:
+        raise ValueError(f"the image of {name} must be (C,H,W); got shape {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise TypeError(f"the image of {name} must hold floats in [0,1]; got {image.dtype} "
+                        "(convert with image.float() / 255)")
+    seg = sample.segmentation
+    if seg is not None:
+        if not isinstance(seg, torch.Tensor) or seg.ndim != 2 or tuple(seg.shape) != tuple(image.shape[-2:]):
+            got = tuple(seg.shape) if isinstance(seg, torch.Tensor) else type(seg).__name__
+            raise ValueError(f"the segmentation of {name} must be an (H,W) tensor of label ids of the image's size "
+                             f"{tuple(image.shape[-2:])}; got {got}")
+        if seg.is_floating_point():
+            whole = torch.isfinite(seg) & (seg == seg.round())
+            if not bool(whole.all()):
+                raise ValueError(f"the segmentation of {name} holds non-integer label ids {seg[~whole].unique()[:5].tolist()}"
+                                 "; label ids must be whole numbers (store them as int64)")
+            sample = dataclasses.replace(sample, segmentation=seg.long())
+    boxes = sample.boxes
+    if boxes is not None and (not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4):
+        got = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        raise ValueError(f"the boxes of {name} must be an (N,4) tensor of x1,y1,x2,y2; got {got}")
+    return sample
+
+
 def collate(samples: list[Sample]) -> Batch:
-    """Batch samples of equal image size (use a transform to resize first)."""
+    """Batch samples of equal image size (use a transform to resize first); each is checked
+    by `check_sample`."""
+    if isinstance(samples, Sample) or not isinstance(samples, Sequence) or isinstance(samples, str):
+        raise TypeError(f"collate takes a list of Samples; got {type(samples).__name__} (wrap one sample as [sample])")
     if not samples:
         raise ValueError("collate got an empty list of samples")
+    samples = [check_sample(s, f"samples[{i}]") for i, s in enumerate(samples)]
     shapes = {tuple(s.image.shape) for s in samples}
     if len(shapes) != 1:
         raise ValueError(

@@ -81,10 +81,31 @@ def parse_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
     return kind, arg, opts
 
 
+def _check_size(spec: str, size: Any) -> None:
+    """A `size` option (int, "HxW" or (H, W)) must stay within MAX_IMAGE_PIXELS, so that a
+    mistyped size is refused before any image of that size is made."""
+    from ._files import MAX_IMAGE_PIXELS
+
+    if isinstance(size, str):
+        try:
+            size = [int(p) for p in size.lower().replace("×", "x").split("x")]
+        except ValueError:
+            return  # the dataset names the expected form
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        h, w = size
+        if h * w > MAX_IMAGE_PIXELS:
+            raise _bad(spec, f"size {h}x{w} = {h * w:,} pixels is over the limit of {MAX_IMAGE_PIXELS:,} pixels "
+                             "per image (MAX_IMAGE_PIXELS)")
+
+
 def load_dataset(spec: str, **kw: Any) -> Any:
     """Build the dataset a SPEC names (forms in the module docstring); `kw` override options."""
     kind, arg, opts = parse_spec(spec)
     opts.update(kw)
+    if "size" in opts:
+        _check_size(spec, opts["size"])
     try:
         if kind == "roads":
             from .roads import RoadScenes

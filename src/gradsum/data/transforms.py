@@ -8,6 +8,7 @@ sequence of calls give the same results.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,15 +25,25 @@ __all__ = [
 
 
 def _size(size: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
     if (
         not isinstance(size, Sequence)
         or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size)
     ):
         raise ValueError(f"{name} size must be a positive int or (H, W) ints, got {size!r}")
     return int(size[0]), int(size[1])
+
+
+def _image_hw(s: Sample, name: str) -> tuple[int, int]:
+    """(H, W) of a sample's (C,H,W) image; a clear error for anything else."""
+    if not isinstance(s, Sample):
+        raise TypeError(f"{name} transforms a gradsum.data.Sample; got {type(s).__name__}")
+    if not isinstance(s.image, torch.Tensor) or s.image.ndim != 3:
+        got = tuple(s.image.shape) if isinstance(s.image, torch.Tensor) else type(s.image).__name__
+        raise ValueError(f"{name}: the image of sample {s.id!r} must be a (C,H,W) tensor; got {got}")
+    return int(s.image.shape[-2]), int(s.image.shape[-1])
 
 
 def _replace(s: Sample, **kw: Any) -> Sample:
@@ -43,6 +54,13 @@ class Compose:
     """Apply transforms in order."""
 
     def __init__(self, transforms: Sequence[Callable[[Sample], Sample]]) -> None:
+        if callable(transforms) or not isinstance(transforms, Sequence) or isinstance(transforms, str):
+            raise TypeError(f"Compose takes a list of transforms; got {type(transforms).__name__} "
+                            "(wrap a single transform as [transform])")
+        bad = [(i, t) for i, t in enumerate(transforms) if not callable(t)]
+        if bad:
+            i, t = bad[0]
+            raise TypeError(f"Compose: transform {i} is a {type(t).__name__} ({t!r:.40}), not a callable Sample -> Sample")
         self.transforms = list(transforms)
 
     def __call__(self, s: Sample) -> Sample:
@@ -65,7 +83,7 @@ class Resize:
         return f"Resize({self.size})"
 
     def __call__(self, s: Sample) -> Sample:
-        H, W = s.image.shape[-2:]
+        H, W = _image_hw(s, "Resize")
         h, w = self.size
         if (h, w) == (H, W):
             return s
@@ -98,7 +116,7 @@ def _crop(s: Sample, top: int, left: int, h: int, w: int) -> Sample:
 
 
 def _check_fits(s: Sample, h: int, w: int, name: str) -> tuple[int, int]:
-    H, W = s.image.shape[-2:]
+    H, W = _image_hw(s, name)
     if h > H or w > W:
         raise ValueError(f"{name} size {(h, w)} is larger than image {s.id!r} of size {(H, W)}; "
                          "resize first")  # fmt: skip
@@ -153,8 +171,8 @@ class HorizontalFlip:
     """
 
     def __init__(self, p: float = 1.0, seed: int = 0, negate_target: bool | None = None) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"HorizontalFlip p must be in [0, 1], got {p!r}")
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"HorizontalFlip p must be a probability in [0, 1], got {p!r}")
         self.p, self.seed, self.negate_target = p, seed, negate_target
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -193,7 +211,7 @@ class Brightness:
     [0, 1] (labels unchanged)."""
 
     def __init__(self, delta: float = 0.2, seed: int = 0) -> None:
-        if not 0.0 <= delta < 1.0:
+        if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0.0 <= delta < 1.0:
             raise ValueError(f"Brightness delta must be in [0, 1), got {delta!r}")
         self.delta, self.seed = delta, seed
         self.generator = torch.Generator().manual_seed(seed)

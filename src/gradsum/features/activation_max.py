@@ -8,6 +8,7 @@ objective (one channel each), so N channels optimise as ONE batch.
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from gradsum.features._relu import redirected_relus
 from gradsum.features.objectives import OUTPUT, LayerActivations, Objective
 from gradsum.features.params import make_param
 from gradsum.features.transforms import STANDARD, Transforms
+from gradsum.methods._args import check_choice, check_flag, check_int, check_number, check_seed
+from gradsum.metrics._common import forward_checked
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -68,13 +71,27 @@ class MaxResult:
                            title=f"activation maximisation: {s['preset'] or s['param']}, {s['steps']} steps, seed {s['seed']}")
 
 
-def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
+def _size(image_size: int | tuple[int, int], minimum: int = 4) -> tuple[int, int]:
+    """An int or (H, W) of ints >= minimum (numpy integers accepted) -> (H, W)."""
+    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
         image_size = (image_size, image_size)
     if (not isinstance(image_size, tuple | list) or len(image_size) != 2
-            or not all(isinstance(v, int) and v >= 4 for v in image_size)):
-        raise ValueError(f"image_size must be an int or (H, W) of ints >= 4, got {image_size!r}")
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
+                       for v in image_size)):
+        raise ValueError(f"image_size must be an int or (H, W) of ints >= {minimum}, got {image_size!r}")
     return int(image_size[0]), int(image_size[1])
+
+
+def _check_init(init: object, shape: tuple[int, int, int, int]) -> None:
+    if not isinstance(init, torch.Tensor):
+        raise TypeError(f"init must be a torch.Tensor of start images {shape}; got {type(init).__name__}")
+    try:
+        torch.broadcast_shapes(tuple(init.shape), shape)
+    except RuntimeError:
+        raise ValueError(f"init has shape {tuple(init.shape)}, which does not broadcast to the {shape} images "
+                         "to optimise (give (C,H,W), (1,C,H,W) or (N,C,H,W))") from None
+    if not init.is_floating_point() or not bool(torch.isfinite(init).all()):
+        raise ValueError("init must hold finite floating-point pixels (no NaN or infinity)")
 
 
 def _crop_border(a: torch.Tensor, border: int) -> torch.Tensor:
@@ -120,6 +137,8 @@ def maximize(
     keras preset leaves them unbounded, as the Keras example does); blur_every: blur the (pixel) image every k steps.
     The model runs in eval mode with frozen parameters; its state is restored afterwards.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a gradsum.features Objective (channel(...), neuron(...)), got {type(objective).__name__}")
     settings: dict[str, Any] = dict(PRESETS.get(preset or "", {}))
@@ -135,17 +154,31 @@ def maximize(
     settings.setdefault("steps", 256)
     settings.setdefault("border", 0)
     settings.setdefault("clamp", True)
-    n_steps = settings["steps"]
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"steps must be a positive int, got {n_steps!r}")
+    n_steps = settings["steps"] = check_int(settings["steps"], "steps")
     if settings["optimizer"] not in ("adam", "normalized"):
         raise ValueError(f"optimizer must be 'adam' or 'normalized', got {settings['optimizer']!r}")
-    if l2 < 0 or tv < 0:
-        raise ValueError(f"l2 and tv penalties must be >= 0, got l2={l2}, tv={tv}")
+    check_choice(settings["param"], "param", ("pixel", "fft"))
+    settings["lr"] = check_number(settings["lr"], "lr", low=0.0, low_open=True, meaning="the step size")
+    settings["border"] = check_int(settings["border"], "border", minimum=0)
+    settings["clamp"] = check_flag(settings["clamp"], "clamp")
+    l2 = check_number(l2, "l2", low=0.0, meaning="weight of the L2 penalty")
+    tv = check_number(tv, "tv", low=0.0, meaning="weight of the total-variation penalty")
+    blur_every = check_int(blur_every, "blur_every", minimum=0)
+    if blur_every:
+        blur_sigma = check_number(blur_sigma, "blur_sigma", low=0.0, low_open=True, meaning="blur radius in pixels")
+    channels = check_int(channels, "channels")
+    redirect_relu = check_int(redirect_relu, "redirect_relu", minimum=0)
+    seed = check_seed(seed)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable progress(step, steps) or None; got {type(progress).__name__}")
     h, w = _size(image_size)
+    if batch is not None:
+        batch = check_int(batch, "batch")
     if objective.batch is not None and batch is not None and batch != objective.batch:
         raise ValueError(f"batch={batch} but the objective defines {objective.batch} images")
     n = objective.batch or batch or 1
+    if init is not None:
+        _check_init(init, (n, channels, h, w))
 
     layers = [resolve_layer(model, layer) for layer in objective.layers if not (isinstance(layer, str) and layer == OUTPUT)]
     unique = list({name: (name, module) for name, module in layers}.values())
@@ -164,13 +197,21 @@ def maximize(
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
+    bord = int(settings["border"])
+    # one grey image through the model first: a wrong channel, layer or channel count is
+    # refused here, before n images (one per channel) are allocated and optimised
+    with preserved_state(model), Probe(model, unique) as probe, torch.no_grad():
+        grey = torch.full((1, channels, h, w), 0.5, device=device)
+        out = forward_checked(model, grey, f"a grey image of channels={channels}, image_size={(h, w)}")
+        acts = {name: _crop_border(probe.activation(name), bord) for name, _ in unique}
+        acts[OUTPUT] = out
+        objective.validate(LayerActivations(acts, modules))
     gen = torch.Generator(device=device).manual_seed(seed)
     p = make_param(settings["param"], (n, channels, h, w), generator=gen, device=device, init=init,
                    clamp=bool(settings["clamp"]))
     params = p.parameters()
     opt = torch.optim.Adam(params, lr=settings["lr"]) if settings["optimizer"] == "adam" else None
     history = torch.empty(n_steps, n, device=device)
-    bord = int(settings["border"])
 
     active = [redirect_relu > 0]
     with preserved_state(model), redirected_relus(model, active), Probe(model, unique) as probe:

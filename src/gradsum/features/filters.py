@@ -104,12 +104,18 @@ class FeatureMaps:
 def feature_maps(model: nn.Module, image: torch.Tensor, layer: str | nn.Module) -> FeatureMaps:
     """Run one image (C,H,W) or (1,C,H,W) through `model` in eval mode and return the
     output maps of `layer` (C,h,w) and their sum over channels (the "layer visualisation")."""
+    from gradsum.methods.base import prepare_input
+    from gradsum.metrics._common import forward_checked
+
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"feature_maps: image must be a torch.Tensor (C,H,W); got {type(image).__name__}")
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"feature_maps takes one image (C,H,W) or (1,C,H,W); got shape {tuple(image.shape)}")
+    image, _ = prepare_input(model, image, "image")
     name, module = resolve_layer(model, layer)
     with preserved_state(model), Probe(model, [(name, module)]) as probe, torch.no_grad():
-        model(image)
+        forward_checked(model, image, "image")
         act = probe.activation(name, spatial=True, method="feature_maps").detach()[0]
     return FeatureMaps(name, act, act.sum(0))

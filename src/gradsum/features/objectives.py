@@ -8,8 +8,10 @@ interactions.
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,15 +48,24 @@ class Objective:
         description: str,
         batch: int | None = None,
         labels: list[str] | None = None,
+        check: Callable[[Activations], None] | None = None,
     ) -> None:
         self.fn = fn
         self.layers = list(layers)
         self.description = description
         self.batch = batch
         self.labels = labels
+        self.check = check
 
     def __call__(self, acts: Activations) -> torch.Tensor:
         return self.fn(acts)
+
+    def validate(self, acts: Activations) -> None:
+        """Check the objective's indices against the shapes of activations captured on ANY
+        batch (one image is enough), so that `maximize` can refuse a wrong channel before it
+        allocates one image per channel. Objectives without a check pass."""
+        if self.check is not None:
+            self.check(acts)
 
     def __repr__(self) -> str:
         return f"Objective({self.description})"
@@ -70,12 +81,18 @@ class Objective:
         a, b = self.fn, other.fn
         op = "+" if sign > 0 else "-"
         layers = self.layers + [layer for layer in other.layers if not any(layer is x or layer == x for x in self.layers)]
+
+        def check(acts: Activations) -> None:
+            self.validate(acts)
+            other.validate(acts)
+
         return Objective(
             lambda acts: a(acts) + sign * b(acts),
             layers,
             f"{self.description} {op} {other.description}",
             self.batch if self.batch is not None else other.batch,
             self.labels or other.labels,
+            check,
         )
 
     def __add__(self, other: Objective) -> Objective:
@@ -94,7 +111,7 @@ class Objective:
             return NotImplemented
         fn = self.fn
         return Objective(lambda acts: float(scale) * fn(acts), self.layers, f"{scale:g}*({self.description})",
-                         self.batch, self.labels)
+                         self.batch, self.labels, self.check)
 
     __rmul__ = __mul__
 
@@ -129,16 +146,21 @@ def _get(acts: Activations, layer: str | nn.Module) -> tuple[str, torch.Tensor]:
 
 
 def _indices(value: int | Sequence[int], what: str) -> tuple[list[int], int | None]:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int or a list of ints, got {value!r}")
-    if isinstance(value, int):
-        return [value], None
-    if isinstance(value, torch.Tensor):
+    """An index or a non-empty list of indices (Python or numpy ints) -> (list, batch)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return [int(value)], None
+    if isinstance(value, torch.Tensor | np.ndarray):
+        if value.dtype in (torch.bool, np.bool_) or value.ndim > 1:
+            raise TypeError(f"{what} must be an int or a 1-D list of ints, got {value!r}")
         value = value.flatten().tolist()
-    values = list(value)
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if isinstance(value, bool | str | float) or not isinstance(value, Sequence):
         raise TypeError(f"{what} must be an int or a non-empty list of ints, got {value!r}")
-    return values, len(values)
+    values = list(value)
+    if not values:
+        raise ValueError(f"{what} list is empty; give an int or a non-empty list of ints")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"{what} must be an int or a non-empty list of ints, got {value!r}")
+    return [int(v) for v in values], len(values)
 
 
 def _check_range(values: list[int], size: int, what: str, layer: str, shape: tuple[int, ...]) -> None:
@@ -165,7 +187,7 @@ def channel(layer: str | nn.Module, index: int | Sequence[int]) -> Objective:
     image per channel (image i maximises channel index[i]), optimised as one batch."""
     values, batch = _indices(index, "channel")
 
-    def fn(acts: Activations) -> torch.Tensor:
+    def check(acts: Activations) -> tuple[str, torch.Tensor]:
         name, a = _get(acts, layer)
         if a.ndim != 4:
             raise ValueError(
@@ -173,39 +195,51 @@ def channel(layer: str | nn.Module, index: int | Sequence[int]) -> Objective:
                 "use dense_unit for 2-D outputs"
             )
         _check_range(values, a.shape[1], "channel", name, tuple(a.shape[1:]))
+        return name, a
+
+    def fn(acts: Activations) -> torch.Tensor:
+        _, a = check(acts)
         return _select(a, values, batch is not None).mean(dim=(-2, -1))
 
     return Objective(fn, [layer], f"channel({_lname(layer)}, {index if batch is None else values})", batch,
-                     [f"{_lname(layer)}:{v}" for v in values])
+                     [f"{_lname(layer)}:{v}" for v in values], check)
 
 
 def neuron(layer: str | nn.Module, index: int | Sequence[int], y: int | None = None, x: int | None = None) -> Objective:
     """Activation of channel `index` at one spatial position (y, x) of a (B,C,h,w) output;
     the default position is the centre (h//2, w//2)."""
     values, batch = _indices(index, "channel")
+    for v, what in ((y, "y"), (x, "x")):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
+            raise TypeError(f"neuron position {what} must be an int or None (the centre); got {v!r}")
 
-    def fn(acts: Activations) -> torch.Tensor:
+    def check(acts: Activations) -> tuple[torch.Tensor, int, int]:
         name, a = _get(acts, layer)
         if a.ndim != 4:
             raise ValueError(f"neuron objective needs a (B,C,h,w) output; layer '{name}' gives {tuple(a.shape)}")
         _check_range(values, a.shape[1], "channel", name, tuple(a.shape[1:]))
         h, w = a.shape[-2:]
-        yy = h // 2 if y is None else y
-        xx = w // 2 if x is None else x
+        yy = h // 2 if y is None else int(y)
+        xx = w // 2 if x is None else int(x)
         if not (0 <= yy < h and 0 <= xx < w):
             raise ValueError(f"neuron position ({yy}, {xx}) is outside layer '{name}' maps of {h}x{w}; "
                              f"valid y are 0..{h - 1}, x 0..{w - 1}")
+        return a, yy, xx
+
+    def fn(acts: Activations) -> torch.Tensor:
+        a, yy, xx = check(acts)
         return _select(a[:, :, yy, xx], values, batch is not None)
 
     return Objective(fn, [layer], f"neuron({_lname(layer)}, {index}, y={y}, x={x})", batch,
-                     [f"{_lname(layer)}:{v}@centre" if y is None else f"{_lname(layer)}:{v}@{y},{x}" for v in values])
+                     [f"{_lname(layer)}:{v}@centre" if y is None else f"{_lname(layer)}:{v}@{y},{x}" for v in values],
+                     check)
 
 
 def dense_unit(layer: str | nn.Module, index: int | Sequence[int]) -> Objective:
     """Unit `index` of a 2-D (B,N) output (a Linear layer, or OUTPUT)."""
     values, batch = _indices(index, "unit")
 
-    def fn(acts: Activations) -> torch.Tensor:
+    def check(acts: Activations) -> torch.Tensor:
         name, a = _get(acts, layer)
         if a.ndim != 2:
             raise ValueError(
@@ -213,10 +247,13 @@ def dense_unit(layer: str | nn.Module, index: int | Sequence[int]) -> Objective:
                 "use channel or neuron for conv layers"
             )
         _check_range(values, a.shape[1], "unit", name, tuple(a.shape[1:]))
-        return _select(a, values, batch is not None)
+        return a
+
+    def fn(acts: Activations) -> torch.Tensor:
+        return _select(check(acts), values, batch is not None)
 
     return Objective(fn, [layer], f"dense_unit({_lname(layer)}, {index})", batch,
-                     [f"{_lname(layer)}:{v}" for v in values])
+                     [f"{_lname(layer)}:{v}" for v in values], check)
 
 
 def class_logit(index: int | Sequence[int]) -> Objective:
@@ -231,12 +268,19 @@ def direction(layer: str | nn.Module, vector: torch.Tensor | Sequence[float]) ->
     """Cosine similarity between the layer's activation vector and `vector` (C,): for a
     (B,C,h,w) output the cosine at every position, averaged; for (B,C) directly. A (B,C)
     `vector` gives one direction per image."""
-    v = torch.as_tensor(vector, dtype=torch.float32)
-    if v.ndim not in (1, 2) or v.shape[-1] == 0:
+    try:
+        v = torch.as_tensor(vector, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"direction vector must be a tensor or a list of numbers (C,); got {type(vector).__name__}") from None
+    if v.ndim not in (1, 2) or v.shape[-1] == 0 or v.shape[0] == 0:
         raise ValueError(f"direction vector must be (C,) or (B,C); got shape {tuple(v.shape)}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("direction vector contains NaN or infinite values")
+    if not bool((v.reshape(-1, v.shape[-1]).abs().amax(dim=1) > 0).all()):
+        raise ValueError("direction vector is all zeros: it has no direction (the cosine with it is undefined)")
     batch = v.shape[0] if v.ndim == 2 else None
 
-    def fn(acts: Activations) -> torch.Tensor:
+    def check(acts: Activations) -> tuple[str, torch.Tensor]:
         name, a = _get(acts, layer)
         if a.ndim not in (2, 4):
             raise ValueError(f"direction objective needs a (B,C) or (B,C,h,w) output; layer '{name}' gives {tuple(a.shape)}")
@@ -244,13 +288,17 @@ def direction(layer: str | nn.Module, vector: torch.Tensor | Sequence[float]) ->
             raise ValueError(
                 f"direction vector has {v.shape[-1]} entries but layer '{name}' has {a.shape[1]} channels"
             )
+        return name, a
+
+    def fn(acts: Activations) -> torch.Tensor:
+        name, a = check(acts)
         vv = v.to(a.device, a.dtype)
         vv = vv.view(1 if vv.ndim == 1 else -1, vv.shape[-1], *([1, 1] if a.ndim == 4 else []))
         cos = torch.nn.functional.cosine_similarity(a, vv.expand_as(a) if vv.shape[0] == a.shape[0] else vv, dim=1)
         return cos.mean(dim=(-2, -1)) if a.ndim == 4 else cos
 
     return Objective(fn, [layer], f"direction({_lname(layer)})", batch,
-                     [f"{_lname(layer)}:dir{i}" for i in range(batch or 1)])
+                     [f"{_lname(layer)}:dir{i}" for i in range(batch or 1)], check)
 
 
 def _lname(layer: str | nn.Module) -> str:

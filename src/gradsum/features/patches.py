@@ -13,6 +13,7 @@ field is measured from the gradient footprint of single positions instead.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,9 @@ from torch import nn
 from gradsum.core.layers import resolve_layer
 from gradsum.core.probe import Probe, preserved_state
 from gradsum.features._plot import tile_figure
+from gradsum.features.activation_max import _size
+from gradsum.methods._args import check_choice, check_flag, check_int, check_seed
+from gradsum.metrics._common import forward_checked
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -75,7 +79,7 @@ def _chain(model: nn.Module, target: nn.Module, image: torch.Tensor) -> list[nn.
         for m in leaves:
             handles.append(m.register_forward_hook(hook))
         with torch.no_grad():
-            model(image)
+            forward_checked(model, image, _probe_what(image))
     finally:
         for h in handles:
             h.remove()
@@ -96,6 +100,10 @@ def _chain(model: nn.Module, target: nn.Module, image: torch.Tensor) -> list[nn.
         chain.append(module)
         current = out
     return None
+
+
+def _probe_what(image: torch.Tensor) -> str:
+    return f"a probe image of image_size={tuple(image.shape[-2:])}, channels={image.shape[1]}"
 
 
 def _analytic(chain: list[nn.Module]) -> ReceptiveField | None:
@@ -139,7 +147,7 @@ def _empirical(model: nn.Module, name: str, module: nn.Module, image_size: tuple
     gen = torch.Generator(device=device).manual_seed(seed)
     image = torch.rand((4, channels, *image_size), generator=gen, device=device)
     with torch.no_grad(), Probe(model, [(name, module)]) as probe:
-        model(image)
+        forward_checked(model, image, _probe_what(image))
         h, w = probe.activation(name, spatial=True, method="receptive_field").shape[-2:]
     cy, cx = h // 2, w // 2
     a = _footprint(model, name, module, image, cy, cx).tolist()
@@ -170,7 +178,9 @@ def receptive_field(
     """
     if method not in ("auto", "analytic", "empirical"):
         raise ValueError(f"method must be 'auto', 'analytic' or 'empirical', got {method!r}")
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    size = _size(image_size, minimum=1)
+    channels = check_int(channels, "channels")
+    seed = check_seed(seed)
     name, module = resolve_layer(model, layer)
     try:
         device = next(model.parameters()).device
@@ -222,6 +232,25 @@ class TopPatches:
                            title=f"{self.layer} top-{kk} patches (field {r[0]}x{r[1]})")
 
 
+def _channel_list(channels: Any) -> list[int]:
+    """A non-empty list of distinct channel indices (Python or numpy ints)."""
+    if isinstance(channels, torch.Tensor):
+        channels = channels.flatten().tolist()
+    if isinstance(channels, str | bytes) or not isinstance(channels, Iterable):
+        raise TypeError(f"channels must be a list of channel indices (ints) or None for all; got {channels!r}")
+    chosen = list(channels)
+    if not chosen:
+        raise ValueError("channels=[] selects no channel; give channel indices, or channels=None for all")
+    bad = [ch for ch in chosen if isinstance(ch, bool) or not isinstance(ch, numbers.Integral)]
+    if bad:
+        raise TypeError(f"channels must be ints; got channel {bad[0]!r} ({type(bad[0]).__name__})")
+    seen: set[int] = set()
+    twice = [int(ch) for ch in chosen if int(ch) in seen or seen.add(int(ch))]
+    if twice:
+        raise ValueError(f"channel {twice[0]} is listed twice in channels; list each channel once")
+    return [int(ch) for ch in chosen]
+
+
 def _batches(data: Any, batch_size: int) -> Iterable[torch.Tensor]:
     """Image tensors (B,C,H,W) from: a tensor (N,C,H,W); a sequence/Dataset of Samples or
     tensors; or an iterable of batches (tensors, Batch objects or (images, ...) tuples)."""
@@ -240,7 +269,8 @@ def _batches(data: Any, batch_size: int) -> Iterable[torch.Tensor]:
             return item.images
         if isinstance(item, tuple | list) and item and isinstance(item[0], torch.Tensor):
             return item[0]
-        raise TypeError(f"cannot read images from a {type(item).__name__}; give Samples, Batches or tensors")
+        raise TypeError(f"data must hold images: cannot read images from a {type(item).__name__} ({item!r:.40}); "
+                        "give Samples, Batches or tensors")
 
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         n = len(data)
@@ -283,8 +313,16 @@ def top_patches(
     largest activations with their (image, y, x) and the input crops of their receptive
     fields. per_image=True keeps at most one position per image and channel (its
     maximum), False ranks every (image, position) pair. Ties keep the earlier item."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    from gradsum.methods.base import prepare_input
+
+    k = check_int(k, "k")
+    batch_size = check_int(batch_size, "batch_size")
+    check_choice(field_method, "field_method", ("auto", "analytic", "empirical"))
+    per_image = check_flag(per_image, "per_image")
+    if channels is not None:
+        channels = _channel_list(channels)
+    if isinstance(data, torch.Tensor) and data.ndim == 4 and data.shape[0] == 0:
+        raise ValueError(f"data is empty (an image tensor of shape {tuple(data.shape)}); give at least one image")
     name, module = resolve_layer(model, layer)
     vals = idx = ys = xs = crops = None
     chans: torch.Tensor | None = None
@@ -292,14 +330,15 @@ def top_patches(
     seen = candidates = 0
     with preserved_state(model), Probe(model, [(name, module)]) as probe, torch.no_grad():
         for images in _batches(data, batch_size):
+            images, _ = prepare_input(model, images, "the images of data")
             probe.reset()
-            model(images)
+            forward_checked(model, images, "the images of data")
             act = probe.activation(name, spatial=True, method="top_patches").detach()
             b, c, h, w = act.shape
             if rf is None:
                 n_ch = c
                 chosen = list(range(c)) if channels is None else list(channels)
-                bad = [ch for ch in chosen if not (isinstance(ch, int) and 0 <= ch < n_ch)]
+                bad = [ch for ch in chosen if not 0 <= ch < n_ch]
                 if bad:
                     raise ValueError(f"channel {bad[0]} does not exist in layer '{name}' ({n_ch} channels); valid channels are 0..{n_ch - 1}")
                 chans = torch.as_tensor(chosen, device=act.device)

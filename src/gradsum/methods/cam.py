@@ -298,7 +298,16 @@ class CAMExplainer(Explainer):
 
     cam_method: str = "gradcam"
 
+    #: options the CAM functions read (EigenCAM's sign convention); anything else is a mistake
+    known_options = ("eigen_sign",)
+
     def __init__(self, model: nn.Module, layer: Any = AUTO, *, fusion: Fusion = "mean", **options: Any):
+        unknown = sorted(set(options) - set(self.known_options))
+        if unknown:
+            raise TypeError(
+                f"{self.cam_method} got unknown option(s) {unknown}; it takes layer=, fusion= "
+                f"('mean', 'max', 'layercam') and {', '.join(self.known_options)}="
+            )
         super().__init__(model, layer=layer, **options)
         if fusion not in ("mean", "max", "layercam"):
             raise ValueError(f"unknown fusion {fusion!r}; use 'mean', 'max' or 'layercam'")

@@ -62,6 +62,8 @@ def explain(
             f"options are given for {unlisted}, which are not in methods={names}; add them to methods or drop the options"
         )
     options = {method_info(k).name: v for k, v in options.items()}
+    if fusion not in ("mean", "max", "layercam"):
+        raise ValueError(f"unknown fusion {fusion!r}; use 'mean', 'max' or 'layercam'")
     output = check_output_spec(output)
     spec = resolve_target(target)
     results = Explanations()

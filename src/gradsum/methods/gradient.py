@@ -124,7 +124,8 @@ def _input_gradients(
     """d target / d input for every row of `inputs` (rows[i] = the sample row i belongs to),
     in chunks; one forward and one backward per row."""
     n = inputs.shape[0]
-    size = auto_batch_size(inputs.device, n) if batch_size == "auto" else min(int(batch_size), n)
+    pixels = inputs.shape[-2] * inputs.shape[-1]
+    size = auto_batch_size(inputs.device, n, pixels) if batch_size == "auto" else min(int(batch_size), n)
     grads = torch.empty_like(inputs)
     for start in range(0, n, size):
         stop = min(n, start + size)
@@ -435,7 +436,8 @@ class IntegratedGradients(GradientExplainer):
         weights = weights.to(x.device, x.dtype)
         baselines = make_baselines(x, self.baseline, seed=self.seed)
         b, n = x.shape[0], self.steps
-        size = auto_batch_size(x.device, n * b) if self.batch_size == "auto" else int(self.batch_size)
+        pixels = x.shape[-2] * x.shape[-1]
+        size = auto_batch_size(x.device, n * b, pixels) if self.batch_size == "auto" else int(self.batch_size)
         steps_per_chunk = max(1, size // b)  # path points of several steps per forward, step-major
         total = torch.zeros_like(x)
         deltas = []

@@ -3,14 +3,16 @@ target binding and the box -> mask helper."""
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from gradsum.core.batching import is_out_of_memory
 from gradsum.core.probe import preserved_state
 from gradsum.core.targets import BoundTarget, ClassTarget, Target, TargetSpec, resolve_target
 
@@ -22,6 +24,8 @@ __all__ = [
     "MetricWarning",
     "boxes_to_masks",
     "check_maps",
+    "check_model_inputs",
+    "forward_checked",
     "check_masks",
     "pixel_order",
     "bind_target",
@@ -108,7 +112,8 @@ def warn_nan(metric: str, bad: torch.Tensor, why: str) -> None:
 
 
 def check_maps(maps: torch.Tensor, metric: str) -> torch.Tensor:
-    """maps must be a float tensor (B,H,W); a (H,W) map is promoted to a batch of one."""
+    """maps must be a float tensor (B,H,W) of finite values, B >= 1; a (H,W) map is promoted
+    to a batch of one, integer maps are converted to float."""
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"{metric}: maps must be a torch.Tensor (B,H,W); got {type(maps).__name__}")
     if maps.ndim == 2:
@@ -120,9 +125,80 @@ def check_maps(maps: torch.Tensor, metric: str) -> torch.Tensor:
             f"{metric}: maps must have shape (B,H,W); got {tuple(maps.shape)}. "
             "Pass Attribution.maps (one map per image, not per channel)"
         )
+    if maps.shape[0] == 0 or maps[0].numel() == 0:
+        raise ValueError(f"{metric}: maps is empty (shape {tuple(maps.shape)}); give at least one (H,W) map")
     if not maps.is_floating_point():
         maps = maps.float()
+    check_finite(maps, "maps", metric)
     return maps
+
+
+def check_finite(values: torch.Tensor, name: str, metric: str) -> None:
+    """A ValueError naming the images of `values` (B,...) that hold NaN or infinity (a NaN
+    map has no pixel order: it would be scored from an arbitrary order)."""
+    if bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all()):
+        return
+    bad = (~torch.isfinite(values.reshape(values.shape[0], -1))).any(dim=1).nonzero().reshape(-1).tolist()
+    shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+    raise ValueError(
+        f"{metric}: {name} of image(s) {shown} contain NaN or infinite values; "
+        f"clean them first (e.g. torch.nan_to_num) or drop those images"
+    )
+
+
+def forward_checked(model: nn.Module, x: torch.Tensor, what: str = "x") -> Any:
+    """model(x); when the model cannot run on x (the wrong number of channels, an image too
+    small for its layers, ...), a ValueError that names `what`, x's shape and the layer that
+    failed instead of the bare RuntimeError from inside torch (chained to it)."""
+    try:
+        return model(x)
+    except RuntimeError as exc:
+        if is_out_of_memory(exc):
+            raise
+        where = _failing_layer(model, x)
+        lines = str(exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        raise ValueError(
+            f"the model cannot run on {what} (shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')})"
+            f"{where}: {reason}. Check the number of channels and the image size the model expects"
+        ) from exc
+
+
+def _failing_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """' in layer NAME (Conv2d, 3 input channels)' for the innermost module whose forward
+    raised on x (found by running x again with pre/post hooks), or '' when none is found."""
+    open_calls: list[tuple[str, nn.Module]] = []
+    handles = []
+
+    def enter(name: str, module: nn.Module) -> Callable[..., None]:
+        return lambda *_: open_calls.append((name, module))
+
+    def leave(*_: Any) -> None:
+        if open_calls:
+            open_calls.pop()
+
+    try:
+        for name, module in model.named_modules():
+            if name and not any(True for _ in module.children()):
+                handles.append(module.register_forward_pre_hook(enter(name, module)))
+                handles.append(module.register_forward_hook(leave))
+        with torch.no_grad():
+            model(x)
+    except Exception:  # noqa: BLE001 - the failure is expected; only where it happened matters
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    if not open_calls:
+        return ""
+    name, module = open_calls[-1]
+    if hasattr(module, "in_channels"):
+        expects = f", {module.in_channels} input channels"
+    elif hasattr(module, "in_features"):
+        expects = f", {module.in_features} input features"
+    else:
+        expects = ""
+    return f" in layer '{name}' ({type(module).__name__}{expects})"
 
 
 def check_masks(masks: torch.Tensor, maps: torch.Tensor, metric: str, what: str = "mask") -> torch.Tensor:
@@ -154,6 +230,9 @@ def boxes_to_masks(
     `boxes` is one (N,4) tensor per image (a list, as in `Batch.boxes`; None = no box) or a
     (B,4) / (B,N,4) tensor. Images without boxes get an empty mask.
     """
+    for value, name in ((height, "height"), (width, "width")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"boxes_to_masks: {name} must be a positive int (pixels); got {value!r}")
     if isinstance(boxes, torch.Tensor):
         if boxes.ndim == 2:
             boxes = boxes[:, None, :]
@@ -175,6 +254,8 @@ def boxes_to_masks(
         if b.numel() % 4 != 0 or b.ndim > 2:
             raise ValueError(f"boxes of image {i} must be (N,4) x1,y1,x2,y2; got {tuple(b.shape)}")
         b = b.reshape(-1, 4)
+        if not bool(torch.isfinite(b).all()):
+            raise ValueError(f"boxes of image {i} hold NaN or infinite coordinates: {b.tolist()[:3]}")
         counts.append(b.shape[0])
         flat.append(b)
     n_img = len(per_image)
@@ -228,17 +309,27 @@ def top_count(amount: float | int, n_pixels: int, arg: str, metric: str) -> int:
     return int(amount)
 
 
-def check_inputs(x: torch.Tensor, maps: torch.Tensor, metric: str) -> torch.Tensor:
-    """x (B,C,H,W) must match the maps' batch and size; maps are moved to x's device."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{metric}: x must be a (B,C,H,W) image batch; got {shape}")
+def check_model_inputs(
+    model: nn.Module, x: torch.Tensor, maps: torch.Tensor, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The model, the images x (B,C,H,W) and their maps checked together: x a non-empty
+    floating tensor of finite values, cast to the model's dtype (float64 / float16 images for
+    a float32 model; noted in the returned settings), the maps (see `check_maps`) one per
+    image at x's resolution, moved to x's device. Returns (x, maps, settings notes)."""
+    from gradsum.methods.base import prepare_input
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{metric}: model must be a torch.nn.Module; got {type(model).__name__}")
+    if isinstance(x, torch.Tensor) and x.ndim != 4:
+        raise ValueError(f"{metric}: x must be a (B,C,H,W) image batch; got shape {tuple(x.shape)}")
+    x, notes = prepare_input(model, x, "x")
+    maps = check_maps(maps, metric)
     if maps.shape[0] != x.shape[0] or maps.shape[-2:] != x.shape[-2:]:
         raise ValueError(
             f"{metric}: maps {tuple(maps.shape)} do not match the images {tuple(x.shape)}; "
             "give one (H,W) map per image at input resolution (Attribution.maps)"
         )
-    return maps.to(x.device)
+    return x, maps.to(x.device), notes
 
 
 def bind_target(
@@ -254,7 +345,7 @@ def bind_target(
     if score not in ("logit", "probability", "log_probability"):
         raise ValueError(f"score must be 'logit', 'probability' or 'log_probability'; got {score!r}")
     with preserved_state(model), torch.inference_mode():
-        out = model(x)
+        out = forward_checked(model, x)
     spec: Target
     if isinstance(target, Target) or callable(target) and not isinstance(target, torch.Tensor):
         spec = resolve_target(target)

@@ -19,6 +19,7 @@ from torch import nn
 
 from gradsum.core.targets import TargetSpec
 from gradsum.data.samples import Batch, Sample, collate
+from gradsum.methods._args import check_int
 from gradsum.metrics._common import boxes_to_masks
 from gradsum.metrics.complexity import complexity, sparseness
 from gradsum.metrics.faithfulness import (
@@ -62,6 +63,9 @@ METRICS: dict[str, tuple[bool, str]] = {
     "complexity": (False, "nats"),
 }
 DEFAULT_METRICS = ("ebpg", "bbox", "drop", "increase", "deletion", "insertion")
+#: metrics computed together, whose options are shared (see `benchmark`)
+_PARTNER = {"drop": "increase", "increase": "drop", "average_drop": "increase_in_confidence",
+            "increase_in_confidence": "average_drop", "deletion": "insertion", "insertion": "deletion"}
 _LOCAL = {
     "ebpg": ebpg,
     "bbox": bbox,
@@ -198,13 +202,35 @@ def benchmark(
 
     from gradsum.methods.registry import explainer
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"benchmark: model must be a torch.nn.Module; got {type(model).__name__}")
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not metrics:
+        raise ValueError(f"benchmark: metrics is empty; give metric names from: {', '.join(METRICS)}")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; available: {', '.join(METRICS)}")
     if isinstance(methods, str):
         methods = [methods]
+    if not methods:
+        raise ValueError("benchmark: methods is empty; give registry names (gs.available_methods()) or "
+                         "{name: factory(model)}")
+    batch_size = check_int(batch_size, "benchmark: batch_size")
+    if max_images is not None:
+        max_images = check_int(max_images, "benchmark: max_images")
     method_options = dict(method_options or {})
     metric_options = {k: dict(v) for k, v in (metric_options or {}).items()}
+    computed = set(metrics) | {_PARTNER[m] for m in metrics if m in _PARTNER}
+    stray = [k for k in metric_options if k not in computed]
+    if stray:
+        raise ValueError(f"benchmark: metric_options are given for {stray}, which are not in metrics={list(metrics)}; "
+                         "add them to metrics or drop the options")
+    if not isinstance(methods, Mapping):
+        stray = [k for k in method_options if k not in methods]
+        if stray:
+            raise ValueError(f"benchmark: method_options are given for {stray}, which are not in "
+                             f"methods={list(methods)}; add them to methods or drop the options")
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
     if isinstance(methods, Mapping):
         explainers = {name: factory(model) for name, factory in methods.items()}

@@ -21,11 +21,11 @@ from gradsum.core.batching import BatchSize, Progress, batched_scores
 from gradsum.core.normalize import NormalizeMode, normalize_maps
 from gradsum.core.probe import preserved_state
 from gradsum.core.targets import BoundTarget, TargetSpec
+from gradsum.methods._args import check_number
 from gradsum.metrics._common import (
     MetricResult,
     bind_target,
-    check_inputs,
-    check_maps,
+    check_model_inputs,
     pixel_order,
     rank_of_pixels,
     top_count,
@@ -115,11 +115,11 @@ def _evaluate(
 
 
 def _setup(model, x, maps, target, score, metric):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{metric}: model must be a torch.nn.Module; got {type(model).__name__}")
-    maps = check_inputs(x, check_maps(maps, metric), metric)
+    """Checked (x in the model's dtype, maps, bound target, clean scores, score convention,
+    settings notes such as an input cast)."""
+    x, maps, notes = check_model_inputs(model, x, maps, metric)
     bound, clean, used = bind_target(model, x, target, score)
-    return maps, bound, clean.float(), used
+    return x, maps, bound, clean.float(), used, notes
 
 
 # --------------------------------------------------------------------------- drop / increase
@@ -151,7 +151,7 @@ def confidence_change(
     increase per sample = 100 · [O > Y]. Aggregates are their means (in %).
     """
     metric = "average_drop"
-    maps, bound, clean, used = _setup(model, x, maps, target, score, metric)
+    x, maps, bound, clean, used, notes = _setup(model, x, maps, target, score, metric)
     sub, sub_name = make_substrate(x, substrate)
     if keep is None:
         weight = normalize_maps(maps, normalize)
@@ -185,6 +185,7 @@ def confidence_change(
         "normalize": normalize if keep is None else None,
         "substrate": sub_name,
         "seed": seed,
+        **notes,
     }
     extras = {"clean_scores": clean, "masked_scores": masked}
     return (
@@ -253,7 +254,7 @@ def deletion_insertion(
     modes = tuple(modes)
     if not modes or any(m not in ("deletion", "insertion") for m in modes) or len(set(modes)) != len(modes):
         raise ValueError(f"modes must be a non-empty subset of ('deletion', 'insertion'); got {modes!r}")
-    maps, bound, clean, used = _setup(model, x, maps, target, score, "deletion/insertion")
+    x, maps, bound, clean, used, notes = _setup(model, x, maps, target, score, "deletion/insertion")
     b, c, h, w = x.shape
     n_pix = h * w
     counts = _step_counts(n_pix, w, step, steps)
@@ -313,6 +314,7 @@ def deletion_insertion(
             "points": n_points,
             "seed": seed,
             "ties": "seeded random order",
+            **notes,
         }
         results[mode] = MetricResult(mode, auc, settings, {"curves": curve, "fractions": fractions})
     return results
@@ -357,10 +359,15 @@ def road(
     not depend on the chunk size. tol: relative residual of the imputation solve (1e-4 keeps
     the fill within ~6e-4 of the exact solve, far below the noise; see noisy_linear_impute).
     """
-    maps, bound, clean, used = _setup(model, x, maps, target, score, "road")
-    pct = [float(p) for p in percentages]
+    noise = check_number(noise, "road: noise", low=0.0, meaning="standard deviation of the imputation noise")
+    tol = check_number(tol, "road: tol", low=0.0, low_open=True, meaning="relative residual of the imputation solve")
+    try:
+        pct = [float(p) for p in percentages]
+    except (TypeError, ValueError):
+        raise TypeError(f"road: percentages must be numbers in (0, 100); got {percentages!r}") from None
     if not pct or any(not 0 < p < 100 for p in pct):
         raise ValueError(f"road: percentages must lie strictly between 0 and 100; got {list(percentages)}")
+    x, maps, bound, clean, used, notes = _setup(model, x, maps, target, score, "road")
     b, c, h, w = x.shape
     n_pix = h * w
     ranks = rank_of_pixels(pixel_order(maps, seed))
@@ -400,6 +407,7 @@ def road(
         "noise": noise,
         "seed": seed,
         "tol": tol,
+        **notes,
     }
     extras = {"morf": morf, "lerf": lerf, "percentages": torch.tensor(pct), "clean_scores": clean}
     return MetricResult("road", per_sample, settings, extras)
@@ -431,7 +439,7 @@ def faithfulness_correlation(
     """
     if isinstance(n_subsets, bool) or not isinstance(n_subsets, int) or n_subsets < 2:
         raise ValueError(f"faithfulness_correlation: n_subsets must be an int >= 2; got {n_subsets!r}")
-    maps, bound, clean, used = _setup(model, x, maps, target, score, "faithfulness_correlation")
+    x, maps, bound, clean, used, notes = _setup(model, x, maps, target, score, "faithfulness_correlation")
     b, c, h, w = x.shape
     n_pix = h * w
     k = top_count(subset, n_pix, "subset", "faithfulness_correlation")
@@ -471,5 +479,6 @@ def faithfulness_correlation(
         "subset_pixels": k,
         "substrate": sub_name,
         "seed": seed,
+        **notes,
     }
     return MetricResult("faithfulness_correlation", values, settings, {"attribution_sums": sums, "drops": drops})

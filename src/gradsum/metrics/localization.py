@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from gradsum.methods._args import check_int, check_number
 from gradsum.metrics._common import (
     MetricResult,
     average_ranks,
@@ -134,8 +135,7 @@ def pointing_game(
     mask, else 0. All pixels tied at the maximum count (any one inside is a hit, so a
     constant map hits whenever the mask is non-empty). tolerance: a radius in pixels (15 in
     Zhang et al.); the mask is grown by a disk of that radius (Euclidean) first."""
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
-        raise ValueError(f"pointing_game: tolerance must be a radius >= 0 in pixels; got {tolerance!r}")
+    tolerance = check_number(tolerance, "pointing_game: tolerance", low=0.0, meaning="a radius in pixels")
     maps = check_maps(maps, "pointing_game")
     gt = ground_truth_masks(maps, masks, boxes, "pointing_game")
     if tolerance > 0:
@@ -209,7 +209,12 @@ def category_hit(
         seg = seg.expand(maps.shape[0], *seg.shape)
     if seg.shape != maps.shape:
         raise ValueError(f"category_hit: segmentation {tuple(seg.shape)} does not match maps {tuple(maps.shape)}")
-    k = int(num_categories) if num_categories is not None else int(seg.max()) + 1
+    if num_categories is not None:
+        num_categories = check_int(num_categories, "category_hit: num_categories")
+    lo, hi = (int(v) for v in torch.aminmax(seg))
+    if lo < 0 and (ignore_index is None or bool(((seg < 0) & (seg != ignore_index)).any())):
+        raise ValueError(f"category_hit: segmentation label ids must be >= 0 (or ignore_index); got ids down to {lo}")
+    k = int(num_categories) if num_categories is not None else hi + 1
     flat_m = maps.reshape(maps.shape[0], -1)
     flat_s = seg.reshape(seg.shape[0], -1).long()
     valid = torch.ones_like(flat_s, dtype=torch.bool) if ignore_index is None else flat_s != ignore_index
@@ -220,7 +225,8 @@ def category_hit(
     labels = flat_s.gather(1, order)
     keep = valid.gather(1, order)
     if bool(((labels < 0) | (labels >= k))[keep].any()):
-        raise ValueError(f"category_hit: labels must lie in 0..{k - 1} (num_categories={k}); set num_categories")
+        raise ValueError(f"category_hit: segmentation label ids must lie in 0..{k - 1} (num_categories={k}); got ids "
+                         f"up to {hi}: set num_categories to the number of categories")
     counts = torch.zeros((flat_m.shape[0], k), device=maps.device, dtype=torch.float64)
     counts.scatter_add_(1, labels.clamp(0, k - 1), keep.double())
     total = counts.sum(dim=1, keepdim=True)

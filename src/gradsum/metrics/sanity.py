@@ -34,7 +34,8 @@ from gradsum.core.layers import resolve_layer
 from gradsum.core.normalize import normalize_maps
 from gradsum.core.probe import preserved_state
 from gradsum.core.targets import ClassTarget, DefaultTarget, TargetSpec, resolve_target
-from gradsum.metrics._common import spearman
+from gradsum.methods._args import check_number
+from gradsum.metrics._common import check_finite, forward_checked, spearman
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,11 +119,14 @@ def similarity(
 ) -> dict[str, torch.Tensor]:
     """Per-image similarity (B,) of two batches of maps (B,H,W) for each measure in
     `measures` (see the module docstring). SSIM and HOG run in scikit-image on the CPU."""
-    bad = [m for m in measures if m not in MEASURES]
-    if bad:
-        raise ValueError(f"unknown similarity measure(s) {bad}; use some of {list(MEASURES)}")
+    _check_measures(measures)
+    for maps, name in ((original, "original"), (other, "other")):
+        if not isinstance(maps, torch.Tensor):
+            raise TypeError(f"similarity: {name} must be a torch.Tensor (B,H,W) of maps; got {type(maps).__name__}")
     if original.shape != other.shape or original.ndim != 3:
         raise ValueError(f"similarity needs two (B,H,W) batches of the same shape; got {tuple(original.shape)} and {tuple(other.shape)}")
+    check_finite(original, "the original maps", "similarity")
+    check_finite(other, "the other maps", "similarity")
     a, b = original.detach().double(), other.detach().double()
     out: dict[str, torch.Tensor] = {}
     if "spearman_abs" in measures:
@@ -150,6 +154,29 @@ def similarity(
             feats_b = np.stack([hog(y, pixels_per_cell=(cell, cell), cells_per_block=(2, 2)) for y in nb])
             out["hog"] = spearman(torch.from_numpy(feats_a), torch.from_numpy(feats_b)).to(original.device)
     return out
+
+
+def _check_measures(measures: Sequence[str]) -> None:
+    if isinstance(measures, str):
+        raise TypeError(f"measures must be a list of measure names (some of {list(MEASURES)}); got the string {measures!r}")
+    bad = [m for m in measures if m not in MEASURES]
+    if bad or not measures:
+        raise ValueError(f"unknown similarity measure(s) {bad or measures!r}; use some of {list(MEASURES)}")
+
+
+def _check_run(model: nn.Module, x: torch.Tensor, measures: Sequence[str], threshold: float,
+               verdict_measure: str, what: str = "model") -> tuple[torch.Tensor, dict[str, Any]]:
+    """Arguments shared by the randomisation tests; returns x in the model's dtype and the
+    settings notes (an input cast)."""
+    from gradsum.methods.base import prepare_input
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} must be a torch.nn.Module; got {type(model).__name__}")
+    _check_measures(measures)
+    if verdict_measure not in measures:
+        raise ValueError(f"verdict_measure {verdict_measure!r} must be one of the measures {list(measures)}")
+    check_number(threshold, "threshold", meaning="similarity below which a method passes")
+    return prepare_input(model, x, "x")
 
 
 # --------------------------------------------------------------------------- results
@@ -247,10 +274,10 @@ def _factories(methods: MethodsSpec, layer: Any) -> dict[str, ExplainerFactory]:
 
     if isinstance(methods, str):
         methods = [methods]
+    if not methods:
+        raise ValueError("methods is empty; give at least one method (a registry name or {name: factory(model)})")
     if isinstance(methods, Mapping):
         return {k: (by_name(v) if isinstance(v, str) else v) for k, v in methods.items()}
-    if not methods:
-        raise ValueError("give at least one method (a registry name or {name: factory(model)})")
     return {m: by_name(m) for m in methods}
 
 
@@ -270,7 +297,7 @@ def _fixed_target(model: nn.Module, x: torch.Tensor, target: TargetSpec) -> Any:
     if not isinstance(spec, ClassTarget | DefaultTarget):
         return target
     with preserved_state(model), torch.inference_mode():
-        bound = spec.bind(model(x))
+        bound = spec.bind(forward_checked(model, x))
     if bound.score == "output":  # DefaultTarget on a one-output model: regression output 0
         return target
     return ClassTarget(bound.indices.clone(), score=bound.score)  # type: ignore[arg-type]
@@ -337,8 +364,12 @@ def model_randomization(
 
     if mode not in ("cascading", "independent"):
         raise ValueError(f"mode must be 'cascading' or 'independent'; got {mode!r}")
-    if verdict_measure not in measures:
-        raise ValueError(f"verdict_measure {verdict_measure!r} must be one of the measures {list(measures)}")
+    x, notes = _check_run(model, x, measures, threshold, verdict_measure)
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a list of layer names; got the string {layers!r} (use layers=[{layers!r}])")
+    if layers is not None and len(layers) == 0:
+        raise ValueError("layers=[] names no layer to randomise; give layer names, or layers=None for every "
+                         "layer with reset_parameters()")
     names = list(layers) if layers is not None else randomizable_layers(model)
     if not names:
         raise ValueError(f"{type(model).__name__} has no layer with parameters and reset_parameters() to randomise")
@@ -354,7 +385,8 @@ def model_randomization(
         chosen = top_down[:step] if mode == "cascading" else [name]
         with randomized_layers(model, chosen, seed, order=names):
             _compare(factories, originals, model, x, fixed, step, name, mode, measures, rows, per_image, hog_pixels_per_cell)
-    settings = {"mode": mode, "layers": top_down, "seed": seed, "measures": list(measures), "layer": str(layer)}
+    settings = {"mode": mode, "layers": top_down, "seed": seed, "measures": list(measures), "layer": str(layer),
+                **notes}
     return SanityResult(pd.DataFrame(rows), per_image, settings, threshold, verdict_measure)
 
 
@@ -376,13 +408,16 @@ def data_randomization(
     target (fixed on `model`: None = its predicted class)."""
     import pandas as pd
 
+    x, notes = _check_run(model, x, measures, threshold, verdict_measure)
+    if not isinstance(randomized_model, nn.Module):
+        raise TypeError(f"randomized_model must be a torch.nn.Module; got {type(randomized_model).__name__}")
     factories = _factories(methods, layer)
     fixed = _fixed_target(model, x, target)
     originals = {m: _maps(f, model, x, fixed) for m, f in factories.items()}
     rows: list[dict[str, Any]] = []
     per_image: dict[tuple[str, int, str], torch.Tensor] = {}
     _compare(factories, originals, randomized_model, x, fixed, 1, "permuted labels", "data", measures, rows, per_image, hog_pixels_per_cell)
-    settings = {"mode": "data", "measures": list(measures), "layer": str(layer)}
+    settings = {"mode": "data", "measures": list(measures), "layer": str(layer), **notes}
     return SanityResult(pd.DataFrame(rows), per_image, settings, threshold, verdict_measure)
 
 

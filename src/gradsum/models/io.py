@@ -173,7 +173,8 @@ def _load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
 def _unreadable(path: Path, exc: BaseException) -> ValueError:
     size = path.stat().st_size if path.exists() else 0
     what = "is empty" if size == 0 else f"is not a readable PyTorch file ({size} bytes: truncated, or another format)"
-    detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = text.split(". ")[0].rstrip(".")[:160]  # torch's first sentence
     return ValueError(f"{path} {what}: {detail}; save weights with torch.save(model.state_dict(), path)")
 
 

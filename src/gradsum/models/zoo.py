@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import inspect
 import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -75,8 +76,10 @@ def build(
     """
     if spec is not None and (not isinstance(spec, str) or not spec.strip()):
         raise ValueError(f"model spec must be a non-empty string, one of {_SPEC_HELP}; got {spec!r}")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        num_classes = int(num_classes)
     if normalize not in ("auto", "imagenet", "none"):
         raise ValueError(f"normalize must be 'auto', 'imagenet' or 'none'; got {normalize!r}")
     if (mean is None) != (std is None):
@@ -194,9 +197,12 @@ def _count_outputs(model: nn.Module) -> int | None:
 
 
 def _fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
-    """The input size an architecture requires (torchvision ViT: image_size; timm: the
-    pretrained config's input_size), else None (any size)."""
+    """The input size an architecture requires (a declared ``input_size`` such as PilotNet's;
+    torchvision ViT: image_size; timm: the patch embedding's img_size), else None (any size)."""
     inner, _ = unwrap(model)
+    declared = getattr(inner, "input_size", None)  # gradsum's PilotNet: fixed by its flatten layer
+    if isinstance(declared, tuple) and len(declared) == 2 and all(isinstance(v, int) for v in declared):
+        return declared
     size = getattr(inner, "image_size", None)
     if isinstance(size, int) and type(inner).__module__.startswith("torchvision"):
         return size, size

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +16,15 @@ from torch import nn
 
 from gradsum.core.layers import AUTO, layer_name
 from gradsum.core.normalize import NormalizeMode
+from gradsum.methods._args import check_int, check_seed
 from gradsum.methods.explain import explain
 from gradsum.semantic.baseline import randomized_copy
-from gradsum.semantic.labels import CITYSCAPES, ROADS, VOC, LabelIndex, LabelTable
+from gradsum.semantic.labels import CITYSCAPES, ROADS, VOC, LabelIndex, LabelTable, label_table_of
 from gradsum.semantic.profile import (
     LabelSums,
     Profile,
     bootstrap_ci,
+    check_threshold,
     concat_columns,
     iterate_batches,
     label_sums,
@@ -85,7 +88,7 @@ def profile_batch(
     own label (classifiers)."""
     import pandas as pd
 
-    index = table if isinstance(table, LabelIndex) else LabelIndex.of(table)
+    index = table if isinstance(table, LabelIndex) else LabelIndex.of(label_table_of(table, "table"))
     sums = batch_sums(model, batch, index, methods, **kwargs)
     return pd.DataFrame(concat_columns([
         profile_columns(s, index, batch.ids, {**(context or {}), "method": name}, per_image)
@@ -118,7 +121,7 @@ def batch_sums(
     if isinstance(target, str):
         if target != "label":
             raise ValueError(f"target must be None, 'label', a class index or a Target; got {target!r}")
-        spec = torch.as_tensor(batch.targets).long().reshape(-1)
+        spec = _label_targets(batch)
     results = explain(model, images, methods=list(methods), layer=layer, target=spec, options=options)
     source = f"images {list(batch.ids)[:3]}"
     return {
@@ -127,6 +130,70 @@ def batch_sums(
                {"target": attr.targets.tolist()} if attr.targets is not None else None)
         for name, attr in results.items()
     }
+
+
+def _label_targets(batch: Any) -> torch.Tensor:
+    """target="label": each image's own class label as int64 (B,); a regression (float)
+    or missing label is an error, never truncated to a class."""
+    ids = list(batch.ids)[:3]
+    targets = batch.targets
+    if targets is None or (isinstance(targets, list) and any(t is None for t in targets)):
+        raise ValueError(f"target='label' needs a class label on every image; images {ids} have none")
+    try:
+        labels = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"target='label' needs one class index per image; the labels of images {ids} are "
+                         f"{type(targets).__name__}") from None
+    if labels.dtype == torch.bool or labels.ndim > 1 or labels.numel() != len(batch.ids):
+        raise ValueError(f"target='label' needs one class index per image; images {ids} have labels of shape "
+                         f"{tuple(labels.shape)} ({labels.dtype})")
+    if labels.is_floating_point():
+        whole = torch.isfinite(labels) & (labels == labels.round())
+        if not bool(whole.all()):
+            raise ValueError(
+                f"target='label' explains each image's class label, but the labels of images {ids} are float "
+                f"values such as {float(labels[~whole][0]):.4g} (a regression dataset); use target=None "
+                "(output 0) or gs.RegressionTarget(0, sign) instead"
+            )
+    return labels.long().reshape(-1)
+
+
+def _check_indices(indices: Any, n: int) -> list[int]:
+    """indices as a list of distinct ints in 0..n-1 (numpy integers accepted)."""
+    if isinstance(indices, str | bytes):
+        raise TypeError(f"indices must be a list of dataset positions (ints); got the string {indices!r}")
+    if isinstance(indices, torch.Tensor):
+        indices = indices.flatten().tolist()
+    try:
+        order = list(indices)
+    except TypeError:
+        raise TypeError(f"indices must be a list of dataset positions (ints); got {type(indices).__name__}") from None
+    if not order:
+        raise ValueError("indices is empty: nothing to profile; give dataset positions, or indices=None for all")
+    wrong = [i for i in order if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+    if wrong:
+        raise TypeError(f"indices must be ints (dataset positions); got {wrong[0]!r} ({type(wrong[0]).__name__})")
+    order = [int(i) for i in order]
+    outside = [i for i in order if not 0 <= i < n]
+    if outside:
+        raise ValueError(
+            f"indices {outside[:5]} are outside the dataset of {n} images (valid positions 0..{n - 1}; "
+            "negative positions are not accepted)"
+        )
+    if len(set(order)) != len(order):
+        seen: set[int] = set()
+        twice = next(i for i in order if i in seen or seen.add(i))
+        raise ValueError(f"index {twice} is listed twice in indices; each image can be profiled once")
+    return order
+
+
+def _check_methods(method: Any) -> list[str]:
+    methods = [method] if isinstance(method, str) else method
+    if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
+        raise TypeError(f"method must be a method name or a list of names (gs.available_methods()); got {method!r}")
+    if not methods:
+        raise ValueError("method is empty; give at least one method name (gs.available_methods())")
+    return list(methods)
 
 
 class ProfileComputer:
@@ -152,12 +219,15 @@ class ProfileComputer:
         options: dict[str, dict[str, Any]] | None = None,
         device: torch.device | str | None = None,
     ):
-        if baseline < 0:
-            raise ValueError(f"baseline must be the number of random copies (>= 0); got {baseline}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        baseline = check_int(baseline, "baseline", minimum=0)
+        batch_size = check_int(batch_size, "batch_size")
+        seed = check_seed(seed)
+        check_threshold(threshold, normalize)
+        table = label_table_of(table)
         self.table = table
-        self.methods = list(methods)
+        self.methods = _check_methods(methods)
         self.layer = _layer_spec(model, layer)
         self.kwargs = {"target": target, "normalize": normalize, "threshold": threshold, "options": options,
                        "device": device}
@@ -204,13 +274,15 @@ class ProfileComputer:
         return Profile(own, dict(self.settings), base if len(base) else None)
 
 
-def table_of(dataset: Any, label_table: LabelTable | None) -> LabelTable:
-    table = label_table or getattr(dataset, "label_table", None)
+def table_of(dataset: Any, label_table: LabelTable | str | None) -> LabelTable:
+    """label_table (a LabelTable or a built-in table's name) or else the dataset's own."""
+    table = label_table if label_table is not None else getattr(dataset, "label_table", None)
     if table is None:
         raise ValueError(
-            f"{type(dataset).__name__} has no label_table; pass label_table= (e.g. gs.semantic.CITYSCAPES)"
+            f"{type(dataset).__name__} has no label_table; pass label_table= (e.g. gs.semantic.CITYSCAPES or "
+            "'cityscapes')"
         )
-    return table
+    return label_table_of(table)
 
 
 def gradsum(
@@ -223,7 +295,7 @@ def gradsum(
     normalize: NormalizeMode = "relu-minmax",
     threshold: float = 0.5,
     batch_size: int = 16,
-    label_table: LabelTable | None = None,
+    label_table: LabelTable | str | None = None,
     baseline: int = 0,
     seed: int = 0,
     model_name: str = "model",
@@ -240,15 +312,29 @@ def gradsum(
     threshold: t of the threshold mode. target: None (predicted class / output 0), "label"
     (each image's own label), a class index or a Target. baseline: K randomly initialised
     copies of the architecture profiled the same way (seeds seed..seed+K-1), stored in
-    `Profile.baseline`. label_table: defaults to `dataset.label_table`. Returns a Profile whose
+    `Profile.baseline`. label_table: a LabelTable or a built-in table's name ("cityscapes",
+    "roads", "voc"); defaults to `dataset.label_table`. indices: distinct positions in the
+    dataset (default all). Returns a Profile whose
     `images` table has one row per image x method x level (label, category) x category.
     For large datasets use `gradsum.run.profile_job`, which shards and resumes.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if isinstance(dataset, torch.Tensor) or not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(
+            f"dataset must be an indexable dataset of Samples with segmentations (len() and [i]); got "
+            f"{type(dataset).__name__}. For heatmaps you already have, use gs.semantic.profile_maps"
+        )
     table = table_of(dataset, label_table)
-    methods = [method] if isinstance(method, str) else list(method)
-    order = list(range(len(dataset))) if indices is None else list(indices)
-    if not order:
-        raise ValueError("the dataset is empty: nothing to profile")
+    methods = _check_methods(method)
+    if indices is None:
+        order = list(range(len(dataset)))
+        if not order:
+            raise ValueError("the dataset is empty: nothing to profile")
+    else:
+        order = _check_indices(indices, len(dataset))
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable progress(done, total) or None; got {type(progress).__name__}")
     computer = ProfileComputer(model, table, methods, layer=layer, target=target, normalize=normalize,
                                threshold=threshold, batch_size=batch_size, baseline=baseline, seed=seed,
                                model_name=model_name, epoch=epoch, options=options, device=device)

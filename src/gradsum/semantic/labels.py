@@ -10,7 +10,28 @@ import torch
 
 from gradsum.data.labels import CITYSCAPES, ROADS, VOC, LabelTable
 
-__all__ = ["CITYSCAPES", "ROADS", "VOC", "LabelTable", "LabelIndex", "Workspace"]
+__all__ = ["CITYSCAPES", "ROADS", "VOC", "TABLES", "LabelTable", "LabelIndex", "Workspace", "label_table_of"]
+
+#: the built-in label tables by name (what a string label_table= may name)
+TABLES: dict[str, LabelTable] = {table.name: table for table in (CITYSCAPES, ROADS, VOC)}
+
+
+def label_table_of(table: object, what: str = "label_table") -> LabelTable:
+    """A LabelTable as given, or a built-in one by name ("cityscapes", "roads", "voc")."""
+    if isinstance(table, LabelTable):
+        return table
+    if isinstance(table, str):
+        key = table.strip().lower()
+        if key in TABLES:
+            return TABLES[key]
+        raise ValueError(
+            f"unknown {what} {table!r}; built-in tables are {', '.join(map(repr, TABLES))} "
+            "(or pass a gradsum.data.LabelTable)"
+        )
+    raise TypeError(
+        f"{what} must be a gradsum.data.LabelTable or the name of a built-in table "
+        f"({', '.join(map(repr, TABLES))}); got {type(table).__name__}"
+    )
 
 
 class Workspace(NamedTuple):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["LabelSums", "label_sums", "Profile", "profile_rows", "profile_columns", "concat_columns",
-           "profile_maps", "bootstrap_ci", "summarize"]
+           "profile_maps", "bootstrap_ci", "summarize", "check_threshold", "integer_ids"]
 
 LEVELS = ("label", "category")
 VALUE_COLUMNS = ["pixels", "activation_sum", "above_threshold", "value_mean", "value_threshold", "share",
@@ -67,11 +67,16 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
     M = (m - lo) * scale per image, sum_k M = scale * (sum_k m - lo * N_k) and M > t iff
     m > lo + t / scale. Per pixel that leaves one comparison, one bin index and two
     row-wise float64 scatter-adds (pixels below / above t, and mass)."""
+    if not isinstance(maps, torch.Tensor) or not isinstance(segmentations, torch.Tensor):
+        raise TypeError("label_sums: maps and segmentations must be torch.Tensors (B,H,W)")
     if maps.shape != segmentations.shape:
         raise ValueError(
             f"heatmaps {tuple(maps.shape)} and segmentations {tuple(segmentations.shape)} must have the same "
             "shape (B,H,W); resize the segmentation with nearest neighbour or the maps bilinearly"
         )
+    check_threshold(threshold, normalize)
+    if not maps.is_floating_point():
+        maps = maps.float()
     index = index.to(maps.device)
     b, n_slots, n_bins = maps.shape[0], index.n_slots, index.BINS
     if normalize in ("minmax", "relu-minmax"):
@@ -82,8 +87,8 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
         values = normalize_maps(maps, normalize).reshape(b, -1)
         lo, scale = torch.zeros(b, 1, device=maps.device), torch.ones(b, 1, device=maps.device)
         cut = torch.full_like(lo, threshold)
-    seg = segmentations.to(maps.device)
-    keys = index.keys(seg if not seg.is_floating_point() else seg.long(), values, cut, source)
+    seg = integer_ids(segmentations.to(maps.device), source)
+    keys = index.keys(seg, values, cut, source)
     # row-wise scatters (parallel over images): pixel counts (exact in float64) and mass
     ones = torch.ones(1, dtype=torch.float64, device=maps.device).expand(keys.shape)
     try:
@@ -100,12 +105,58 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
     pixels = counts.sum(dim=2)
     raw = raw.reshape(b, n_slots, n_bins).sum(dim=2)[:, columns]
     mass = scale.double() * (raw - lo.double() * pixels)
+    _check_finite_mass(mass, source)
     return LabelSums(
         pixels,
         mass,
         counts[:, :, 1],
         mass.sum(dim=1),
         torch.full((b,), float(maps.shape[-1] * maps.shape[-2]), dtype=torch.float64, device=maps.device),
+    )
+
+
+#: the value range of each normalisation (None: raw maps, any finite threshold)
+_RANGES = {"minmax": (0.0, 1.0), "relu-minmax": (0.0, 1.0), "maxabs": (-1.0, 1.0), "sum": (-1.0, 1.0), "none": None}
+
+
+def check_threshold(threshold: float, normalize: str) -> float:
+    """t of the threshold mode: a finite number inside the range of the normalised maps
+    ([0,1] for min-max, [-1,1] for maxabs), any finite number for raw maps."""
+    from gradsum.methods._args import check_choice, check_number
+
+    check_choice(normalize, "normalize", tuple(_RANGES))
+    bounds = _RANGES[normalize]
+    lo, hi = bounds if bounds is not None else (None, None)
+    return check_number(threshold, "threshold", low=lo, high=hi,
+                        meaning=f"a value of the {normalize}-normalised heatmap" if bounds else "a heatmap value")
+
+
+def integer_ids(seg: torch.Tensor, source: str = "") -> torch.Tensor:
+    """Segmentation ids as an integer tensor: integer tensors as they are, floating ones only
+    when every value is a whole number (1.0 -> 1; 1.5 is an error, never truncated)."""
+    if not seg.is_floating_point():
+        return seg
+    whole = torch.isfinite(seg) & (seg == seg.round())
+    if not bool(whole.all()):
+        where = f" of {source}" if source else ""
+        bad = seg[~whole].unique()[:5].tolist()
+        raise ValueError(
+            f"segmentations{where} hold non-integer label ids {bad} (a float segmentation); label ids must be "
+            "whole numbers: resize segmentations with nearest neighbour and store them as int64"
+        )
+    return seg.long()
+
+
+def _check_finite_mass(mass: torch.Tensor, source: str) -> None:
+    """NaN or infinite heatmap values reach the per-label sums (B,L): name those images."""
+    finite = torch.isfinite(mass).all(dim=1)
+    if bool(finite.all()):
+        return
+    images = (~finite).nonzero().flatten().tolist()
+    where = f" of {source}" if source else ""
+    raise ValueError(
+        f"the heatmaps{where} (batch positions {images[:10]}) contain NaN or infinite values; "
+        "GradSUM sums need finite maps (check the explanation method on those images)"
     )
 
 
@@ -283,6 +334,12 @@ def profile_maps(maps: torch.Tensor, segmentations: torch.Tensor, table: LabelTa
                  normalize: NormalizeMode = "relu-minmax", threshold: float = 0.5,
                  context: dict[str, Any] | None = None) -> pd.DataFrame:
     """GradSUM rows for one batch of raw heatmaps (normalised here with `normalize`)."""
+    from gradsum.semantic.labels import label_table_of
+
+    table = label_table_of(table, "table")
+    image_ids = list(image_ids) if not isinstance(image_ids, str) else [image_ids]
+    if isinstance(maps, torch.Tensor) and len(image_ids) != maps.shape[0]:
+        raise ValueError(f"profile_maps: got {len(image_ids)} image_ids for {maps.shape[0]} maps; give one id per map")
     index = LabelIndex.of(table, maps.device)
     sums = label_sums(maps, segmentations, index, threshold=threshold, normalize=normalize,
                       source=f"images {list(image_ids)[:3]}")

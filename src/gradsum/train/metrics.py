@@ -101,6 +101,11 @@ class Meter:
                 f"values from {int(target.min())} to {int(target.max())} (set num_classes to match the data)"
             )
         weight = None if self.class_weights is None else self.class_weights.to(out.device, out.dtype)
+        if weight is not None and weight.numel() != classes:
+            raise ValueError(
+                f"class_weights has {weight.numel()} entries but the model has {classes} outputs; "
+                "give one weight per class"
+            )
         return F.cross_entropy(out, target, weight=weight)
 
     @staticmethod

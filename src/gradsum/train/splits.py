@@ -1,7 +1,8 @@
 """Seeded dataset splits: train/validation (optionally stratified) and (stratified) k-fold."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -11,16 +12,28 @@ from gradsum.data.samples import Sample
 __all__ = ["Subset", "train_val_split", "kfold", "stratified_kfold", "targets_of", "subset"]
 
 
+class IndicesError(IndexError, ValueError):
+    """Positions outside a dataset: a ValueError for the argument, an IndexError for code
+    that caught the former one."""
+
+
 class Subset:
     """The samples of `dataset` at `indices` (indexable, like any gradsum dataset)."""
 
     def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
         self.dataset = dataset
+        if isinstance(indices, str | bytes) or not isinstance(indices, Iterable):
+            raise TypeError(f"subset indices must be a list of ints; got {type(indices).__name__}")
+        indices = list(indices)
+        wrong = [i for i in indices if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        if wrong:
+            raise TypeError(f"subset indices must be ints; got {wrong[0]!r} ({type(wrong[0]).__name__})")
         self.indices = [int(i) for i in indices]
         n = len(dataset)
         bad = [i for i in self.indices if not 0 <= i < n]
         if bad:
-            raise IndexError(f"subset indices {bad[:3]} are outside the dataset of {n} samples")
+            raise IndicesError(f"subset indices {bad[:3]} are outside the dataset of {n} samples "
+                               f"(valid 0..{n - 1}; negative positions are not accepted)")
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -7,6 +7,8 @@ import csv
 import inspect
 import io
 import json
+import math
+import numbers
 import os
 import tempfile
 import time
@@ -113,12 +115,46 @@ def _batch_maker(augment: Augment | None) -> Callable[[list[Sample], torch.Gener
 def _check_dataset(name: str, dataset: Any) -> int:
     if dataset is None:
         return 0
-    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+    if isinstance(dataset, torch.Tensor) or not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise TypeError(f"{name} must be an indexable dataset (len() and [i] -> Sample), got {type(dataset).__name__}")
     n = len(dataset)
     if n == 0:
         raise ValueError(f"the {name} dataset is empty")
+    first = dataset[0]
+    if not isinstance(first, Sample):
+        raise TypeError(f"{name}[0] is a {type(first).__name__}, not a gradsum.data.Sample; wrap images and "
+                        "targets as Sample(image, id, target=...)")
     return n
+
+
+def _check_number(value: Any, name: str, positive: bool = False) -> float:
+    """A finite float > 0 (positive) or >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or (
+            value <= 0 if positive else value < 0):
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} (a finite number), got {value!r}")
+    return float(value)
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1'; got {device!r}") from None
+
+
+def _check_class_weights(class_weights: Any) -> torch.Tensor | None:
+    """class_weights as a float32 (K,) tensor of finite weights >= 0, not all zero."""
+    if class_weights is None:
+        return None
+    try:
+        weights = torch.as_tensor(class_weights, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"class_weights must be one number per class; got {type(class_weights).__name__}") from None
+    if weights.ndim != 1 or weights.numel() == 0:
+        raise ValueError(f"class_weights must be one number per class (K,); got shape {tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or not bool((weights > 0).any()):
+        raise ValueError(f"class_weights must be finite, >= 0 and not all zero; got {weights.tolist()}")
+    return weights
 
 
 def _reset_parameters(model: nn.Module) -> None:
@@ -261,6 +297,8 @@ def fit(
     (default 'val_loss' with validation data, else 'train_loss'). restore_best: load the best
     epoch's weights at the end. The model is left in eval mode on the CPU, also on error.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     _check_task(task)
     n = _check_dataset("train", train)
     _check_dataset("val", val)
@@ -268,15 +306,17 @@ def fit(
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    _check_number(lr, "lr", positive=True)
+    _check_number(weight_decay, "weight_decay")
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a BatchAugment or a callable, got {type(augment).__name__}")
     monitor = monitor or ("val_loss" if val is not None else "train_loss")
     if monitor.startswith("val_") and val is None:
         raise ValueError(f"monitor={monitor!r} needs validation data; pass val= or monitor='train_loss'")
-    device = torch.device(device)
-    weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    device = _check_device(device)
+    weights = _check_class_weights(class_weights)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out must be a folder for the run (checkpoints, metrics.csv); {out} is an existing file")
     out_dir = Path(out) if out is not None else None
     history = History(task=task, seed=seed, monitor=monitor, out=out_dir)
     shuffle_g = torch.Generator().manual_seed(seed)
