@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradsum.core.attribution import Attribution
+from gradsum.core.batching import is_out_of_memory
+from gradsum.core.forward import forward_checked
 from gradsum.core.layout import in_preferred_layout
 from gradsum.core.outputs import OutputSpec, check_output_spec
 from gradsum.core.probe import gradients_enabled, preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
 
-__all__ = ["Explainer", "check_input", "prepare_input", "model_dtype", "warn_zero_maps", "contiguous_result",
+__all__ = ["Explainer", "check_input", "prepare_input", "raise_if_model_refuses", "model_dtype", "warn_zero_maps", "contiguous_result",
            "upsample"]
 
 
@@ -71,6 +73,20 @@ def prepare_input(model: nn.Module, x: Any, name: str = "x") -> tuple[torch.Tens
     if x.is_inference():
         x = x.clone()
     return x, notes
+
+
+def raise_if_model_refuses(model: nn.Module, x: torch.Tensor, error: RuntimeError) -> None:
+    """After `error` inside an explanation: when the model itself cannot run on x (the wrong
+    number of channels, an image too small for its layers), raise the ValueError that names
+    x's shape and the failing layer (`gradsum.core.forward.forward_checked`); otherwise
+    return and let the caller re-raise `error`."""
+    if is_out_of_memory(error):
+        return
+    with torch.no_grad():
+        try:
+            forward_checked(model, x[:1])
+        except ValueError as refused:
+            raise refused from error
 
 
 _ZERO_CAUSES = {
@@ -172,7 +188,11 @@ class Explainer:
         with gradients_enabled():
             x, notes = prepare_input(self.model, x)
             with preserved_state(self.model, freeze=self.freeze_parameters, output=output):
-                attribution = in_preferred_layout(self.model, x, lambda xin: self._explain(xin, spec))
+                try:
+                    attribution = in_preferred_layout(self.model, x, lambda xin: self._explain(xin, spec))
+                except RuntimeError as exc:
+                    raise_if_model_refuses(self.model, x, exc)
+                    raise
         attribution.cost.seconds = time.perf_counter() - start
         attribution.settings.update(notes)
         warn_zero_maps(attribution, self.family)

@@ -14,7 +14,12 @@ from gradsum.core.layout import in_preferred_layout
 from gradsum.core.outputs import OutputSpec, check_output_spec
 from gradsum.core.probe import gradients_enabled, preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
-from gradsum.methods.base import contiguous_result, prepare_input, warn_zero_maps
+from gradsum.methods.base import (
+    contiguous_result,
+    prepare_input,
+    raise_if_model_refuses,
+    warn_zero_maps,
+)
 from gradsum.methods.cam import CAM_FUNCTIONS, compute_cams
 from gradsum.methods.registry import explainer, method_info
 
@@ -74,8 +79,12 @@ def explain(
         with gradients_enabled():
             xin, notes = prepare_input(model, x)
             with preserved_state(model, output=output):
-                shared = in_preferred_layout(model, xin, lambda xl: compute_cams(model, xl, spec, cam_names, layer,
-                                                                                 fusion=fusion))  # type: ignore[arg-type]
+                try:
+                    shared = in_preferred_layout(model, xin, lambda xl: compute_cams(
+                        model, xl, spec, cam_names, layer, fusion=fusion))  # type: ignore[arg-type]
+                except RuntimeError as exc:
+                    raise_if_model_refuses(model, xin, exc)
+                    raise
         shared = {name: contiguous_result(a) for name, a in shared.items()}
         seconds = time.perf_counter() - start
         shared[cam_names[0]].cost.seconds = seconds  # one Cost object, shared by all of them
