@@ -13,16 +13,20 @@ from gradsum.core.batching import is_out_of_memory
 __all__ = ["forward_checked"]
 
 
-def forward_checked(model: nn.Module, x: torch.Tensor, what: str = "x") -> Any:
+def forward_checked(model: nn.Module, x: torch.Tensor, what: str = "x", *, in_layer_only: bool = False) -> Any:
     """model(x); when the model cannot run on x (the wrong number of channels, an image too
     small for its layers, ...), a ValueError that names `what`, x's shape and the layer that
-    failed instead of the bare RuntimeError from inside torch (chained to it)."""
+    failed instead of the bare RuntimeError from inside torch (chained to it).
+    in_layer_only: keep the RuntimeError when no layer of the model failed (an error in the
+    model's own forward code is the model's, not the input's)."""
     try:
         return model(x)
     except RuntimeError as exc:
         if is_out_of_memory(exc):
             raise
         where = _failing_layer(model, x)
+        if in_layer_only and not where:  # the model's own code failed, not one of its layers on x
+            raise
         lines = str(exc).strip().splitlines()
         reason = lines[0] if lines else type(exc).__name__
         raise ValueError(

@@ -84,9 +84,11 @@ def raise_if_model_refuses(model: nn.Module, x: torch.Tensor, error: RuntimeErro
         return
     with torch.no_grad():
         try:
-            forward_checked(model, x[:1])
+            forward_checked(model, x[:1], in_layer_only=True)
         except ValueError as refused:
             raise refused from error
+        except RuntimeError:
+            return
 
 
 _ZERO_CAUSES = {
