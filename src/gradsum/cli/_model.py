@@ -106,7 +106,6 @@ def model_output(net: Any, x: Any) -> Any:
                         "pass --size HxW with the size it was trained on") from None
 
 
-
 def explained_target(output: Any, target: int | None, sign: int | None) -> Any:
     """What a command explains on a model whose output on one image is `output`:
     a segmentation output (B,K,H,W) needs --target CATEGORY (the pixels predicted as it);

@@ -21,6 +21,7 @@ from ._model import (
     STD_OPTION,
     TRUST_OPTION,
     WEIGHTS_OPTION,
+    model_output,
 )
 from .features import (
     card_size,
@@ -30,7 +31,6 @@ from .features import (
     positive,
     save_tensor,
     staged_output,
-    tensor_output,
     write_csv,
 )
 
@@ -77,7 +77,7 @@ def _open_fraction(value: float, option: str, what: str) -> float:
 def _class_count(model: Any, x: Any, who: str = "the model") -> int:
     """Number of classes of a classifier (from its output on one image); refuses regressors
     and dense (segmentation) outputs, for which attack losses are meaningless."""
-    out = tensor_output(model, x[:1])
+    out = model_output(model, x[:1])
     if out.ndim != 2:
         raise UserError(f"attacks need a classifier (one score per class); {who} outputs {tuple(out.shape[1:])} "
                         "per image (a segmentation or dense model): choose a classifier")

@@ -120,8 +120,9 @@ def explain_command(
         if given:
             raise UserError(f"--example digits brings its own model and images; drop {', '.join(given)}")
         net, x, titles = _digits_example(seed)
-        plan = [(None, titles, x.shape[-2:])]
-        loaded = {0: x}
+        plan: list[tuple[list[str], tuple[int, int], Any]] = [
+            (titles, tuple(x.shape[-2:]), lambda start, stop: x[start:stop])]
+        notes: list[str] = []
     else:
         if not images:
             raise UserError("give image files to explain, or --example digits")
@@ -130,10 +131,8 @@ def explain_command(
                          trust=trust_pickle)
         hw = hw or gs.models.card_of(net).input_size
         plan, notes = _plan(list(images), headers, hw, resize)
-        loaded = {}
-    first_x = loaded[0][:1] if loaded else _read_batch(plan[0][0][:1], plan[0][2], resize)
-    spec = explained_target(model_output(net, first_x), target, sign)
-    for note in notes if example is None else []:
+    spec = explained_target(model_output(net, plan[0][2](0, 1)), target, sign)
+    for note in notes:
         typer.echo(note)
     layers = layer_option(net, layer)
     maps: dict[str, list[Any]] = {name: [] for name in methods}
@@ -142,15 +141,15 @@ def explain_command(
     grid_images: list[Any] = []
     grid_maps: dict[str, list[Any]] = {name: [] for name in methods}
     total = None
-    n_images = sum(len(t) for _, t, _ in plan)
+    n_images = sum(len(titles) for titles, _, _ in plan)
     bar, update = progress_bar("explaining")
     done = 0
     with bar:
         update(0, n_images)
-        for g, (paths, titles, shape) in enumerate(plan):
-            step = batch_size or _auto_batch(int(shape[0]), int(shape[1]), len(methods))
+        for titles, (height, width), read in plan:
+            step = batch_size or _auto_batch(height, width, len(methods))
             for start in range(0, len(titles), step):
-                x = loaded[g] if paths is None else _read_batch(paths[start:start + step], shape, resize)
+                x = read(start, start + step)
                 names = titles[start:start + step]
                 results = gs.explain(net, x, methods=methods, layer=layers, target=spec)
                 total = results.cost if total is None else total + results.cost
@@ -219,9 +218,10 @@ def _image_header(path: Path) -> tuple[int, int]:
 
 
 def _plan(paths: list[Path], headers: list[tuple[int, int]], size: tuple[int, int] | None,
-          resize: str) -> tuple[list[tuple[list[Path], list[str], tuple[int, int]]], list[str]]:
-    """Group the images by the size they are explained at: (paths, titles, (H, W)) per group,
-    in the order given, plus lines that say how images are resized."""
+          resize: str) -> tuple[list[tuple[list[str], tuple[int, int], Any]], list[str]]:
+    """Group the images by the size they are explained at: (titles, (H, W), read(start, stop)
+    -> the decoded, resized batch) per group, in the order given, plus lines that say how
+    images are resized."""
     notes: list[str] = []
     targets = []
     for path, (h, w) in zip(paths, headers, strict=True):
@@ -246,7 +246,12 @@ def _plan(paths: list[Path], headers: list[tuple[int, int]], size: tuple[int, in
         group = groups.setdefault(target, ([], []))
         group[0].append(path)
         group[1].append(path.stem)
-    return [(p, t, s) for s, (p, t) in groups.items()], notes
+    return [(titles, shape, _reader(group, shape, resize)) for shape, (group, titles) in groups.items()], notes
+
+
+def _reader(paths: list[Path], size: tuple[int, int], resize: str) -> Any:
+    """read(start, stop): the images paths[start:stop] decoded and brought to `size`."""
+    return lambda start, stop: _read_batch(paths[start:stop], size, resize)
 
 
 def _read_batch(paths: list[Path], size: Any, resize: str) -> Any:

@@ -25,7 +25,7 @@ from ._model import (
 
 __all__ = ["register", "filters", "maps", "maximize", "patches", "load_model", "load_images", "parse_size",
            "parse_indices", "write_csv", "save_tensor", "positive", "card_size", "check_pixels_at_once", "open_dataset",
-           "layer_output", "tensor_output", "check_indices", "staged_output",
+           "layer_output", "check_indices", "staged_output",
            "MAX_BATCH_PIXELS", "MAX_MAXIMIZE_IMAGES", "MAX_PATCHES_K", "MAX_INDICES"]
 
 features_app = typer.Typer(
@@ -164,17 +164,6 @@ def layer_output(model: Any, layer: str, hw: tuple[int, int], image: Any = None)
     if not isinstance(out, torch.Tensor):
         raise UserError(f"layer '{name}' returns a {type(out).__name__}, not a tensor; pick another layer")
     return name, out
-
-
-def tensor_output(model: Any, x: Any) -> Any:
-    """The model's output on x (no gradients), which must be one tensor."""
-    import torch
-
-    out = model_output(model, x)
-    if not isinstance(out, torch.Tensor):
-        keys = f" (keys {', '.join(map(str, out))})" if isinstance(out, dict) else ""
-        raise UserError(f"the model returns a {type(out).__name__}{keys}; choose the tensor with --output KEY|INDEX")
-    return out
 
 
 def check_indices(values: list[int], count: int, what: str, where: str) -> None:
@@ -380,7 +369,7 @@ def maximize(
     check_pixels_at_once(len(idx), hw, "--channels", "give fewer --channels or a smaller --size")  # type: ignore[arg-type]
     # the layer's (or output's) shape on ONE image, before the batch is allocated
     if objective == "class":
-        out_1 = tensor_output(net, torch.zeros(1, 3, *hw))
+        out_1 = model_output(net, torch.zeros(1, 3, *hw))
         if out_1.ndim != 2:
             raise UserError(f"--objective class needs a model with one score per class; this one outputs "
                             f"{tuple(out_1.shape[1:])} per image")

@@ -69,7 +69,8 @@ def batched_scores(
     device); score(output, start, stop) turns the model output of those items into a tensor
     whose first dimension is stop - start. Results are concatenated along dim 0 into one
     preallocated tensor. batch_size: an int, or "auto" (64 on CPU, 512 on CUDA for 224x224
-    inputs, fewer for larger ones, halved while the device runs out of memory). progress(done, n) is called after each chunk.
+    inputs, fewer for larger ones, halved while the device runs out of memory).
+    progress(done, n) is called after each chunk.
     A module gets each chunk in its preferred memory layout (`gradsum.core.layout`).
     """
     _check_batch_size(batch_size)

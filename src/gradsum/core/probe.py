@@ -172,7 +172,7 @@ class Probe:
         if isinstance(output, torch.Tensor) and output.ndim == 4:
             k = output.shape[1]
             end = len(candidates)
-            while end > 0 and (candidates[end - 1][1].shape[1] == k or candidates[end - 1][1] is output):
+            while end > 0 and candidates[end - 1][1].shape[1] == k:
                 end -= 1
             if end > 0:
                 candidates = candidates[:end]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +20,10 @@ from gradsum.core.outputs import OutputSpec, check_output_spec
 from gradsum.core.probe import gradients_enabled, preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
 
-__all__ = ["Explainer", "check_input", "prepare_input", "raise_if_model_refuses", "model_dtype", "warn_zero_maps", "contiguous_result",
-           "upsample"]
+T = TypeVar("T")
+
+__all__ = ["Explainer", "check_input", "prepare_input", "run_on_model", "model_dtype", "warn_zero_maps",
+           "contiguous_result", "upsample"]
 
 
 def check_input(x: Any, name: str = "x") -> torch.Tensor:
@@ -75,20 +78,28 @@ def prepare_input(model: nn.Module, x: Any, name: str = "x") -> tuple[torch.Tens
     return x, notes
 
 
-def raise_if_model_refuses(model: nn.Module, x: torch.Tensor, error: RuntimeError) -> None:
-    """After `error` inside an explanation: when the model itself cannot run on x (the wrong
-    number of channels, an image too small for its layers), raise the ValueError that names
-    x's shape and the failing layer (`gradsum.core.forward.forward_checked`); otherwise
-    return and let the caller re-raise `error`."""
-    if is_out_of_memory(error):
-        return
-    with torch.no_grad():
-        try:
-            forward_checked(model, x[:1], in_layer_only=True)
-        except ValueError as refused:
-            raise refused from error
-        except RuntimeError:
-            return
+def run_on_model(model: nn.Module, x: Any, run: Callable[[torch.Tensor], T], *, freeze: bool = True,
+                 output: OutputSpec = None) -> tuple[T, dict[str, Any]]:
+    """`run(x)` as every explanation runs: autograd on whatever the caller's mode, x checked
+    and cast (`prepare_input`), the model in eval mode with frozen parameters and its output
+    selected (`preserved_state`), x in the model's preferred layout. A model that cannot run
+    on x (the wrong number of channels, an image too small for its layers) is a ValueError
+    naming the failing layer. Returns (run's result, notes for the result's settings)."""
+    with gradients_enabled():
+        x, notes = prepare_input(model, x)
+        with preserved_state(model, freeze=freeze, output=output):
+            try:
+                return in_preferred_layout(model, x, run), notes
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    with torch.no_grad():
+                        try:
+                            forward_checked(model, x[:1], in_layer_only=True)
+                        except ValueError as refused:
+                            raise refused from error
+                        except RuntimeError:
+                            pass
+                raise
 
 
 _ZERO_CAUSES = {
@@ -187,14 +198,8 @@ class Explainer:
         output = check_output_spec(self.output if output is None else output)
         spec = resolve_target(target)
         start = time.perf_counter()
-        with gradients_enabled():
-            x, notes = prepare_input(self.model, x)
-            with preserved_state(self.model, freeze=self.freeze_parameters, output=output):
-                try:
-                    attribution = in_preferred_layout(self.model, x, lambda xin: self._explain(xin, spec))
-                except RuntimeError as exc:
-                    raise_if_model_refuses(self.model, x, exc)
-                    raise
+        attribution, notes = run_on_model(self.model, x, lambda xin: self._explain(xin, spec),
+                                          freeze=self.freeze_parameters, output=output)
         attribution.cost.seconds = time.perf_counter() - start
         attribution.settings.update(notes)
         warn_zero_maps(attribution, self.family)

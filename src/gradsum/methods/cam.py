@@ -211,6 +211,12 @@ def fuse_layer_maps(maps: Sequence[torch.Tensor], fusion: Fusion = "mean") -> to
     raise ValueError(f"unknown fusion {fusion!r}; use 'mean', 'max' or 'layercam'")
 
 
+def check_fusion(fusion: str) -> None:
+    """How several layers' maps are fused: 'mean', 'max' or 'layercam' (see `fuse_layer_maps`)."""
+    if fusion not in ("mean", "max", "layercam"):
+        raise ValueError(f"unknown fusion {fusion!r}; use 'mean', 'max' or 'layercam'")
+
+
 def forward_with_probe(
     model: nn.Module, x: torch.Tensor, layers: list[tuple[str, nn.Module]] | str
 ) -> tuple[Probe, torch.Tensor, list[str]]:
@@ -309,8 +315,7 @@ class CAMExplainer(Explainer):
                 f"('mean', 'max', 'layercam') and {', '.join(self.known_options)}="
             )
         super().__init__(model, layer=layer, **options)
-        if fusion not in ("mean", "max", "layercam"):
-            raise ValueError(f"unknown fusion {fusion!r}; use 'mean', 'max' or 'layercam'")
+        check_fusion(fusion)
         self.fusion = fusion
         resolve_layers(model, layer)  # fail early on a misspelt layer
 

@@ -10,17 +10,10 @@ from torch import nn
 
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.layers import AUTO
-from gradsum.core.layout import in_preferred_layout
 from gradsum.core.outputs import OutputSpec, check_output_spec
-from gradsum.core.probe import gradients_enabled, preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
-from gradsum.methods.base import (
-    contiguous_result,
-    prepare_input,
-    raise_if_model_refuses,
-    warn_zero_maps,
-)
-from gradsum.methods.cam import CAM_FUNCTIONS, compute_cams
+from gradsum.methods.base import contiguous_result, run_on_model, warn_zero_maps
+from gradsum.methods.cam import CAM_FUNCTIONS, check_fusion, compute_cams
 from gradsum.methods.registry import explainer, method_info
 
 __all__ = ["explain", "Explanations"]
@@ -67,8 +60,7 @@ def explain(
             f"options are given for {unlisted}, which are not in methods={names}; add them to methods or drop the options"
         )
     options = {method_info(k).name: v for k, v in options.items()}
-    if fusion not in ("mean", "max", "layercam"):
-        raise ValueError(f"unknown fusion {fusion!r}; use 'mean', 'max' or 'layercam'")
+    check_fusion(fusion)
     output = check_output_spec(output)
     spec = resolve_target(target)
     results = Explanations()
@@ -76,15 +68,9 @@ def explain(
     cam_names = [n for n in names if n in CAM_FUNCTIONS and not options.get(n)]
     if cam_names:
         start = time.perf_counter()
-        with gradients_enabled():
-            xin, notes = prepare_input(model, x)
-            with preserved_state(model, output=output):
-                try:
-                    shared = in_preferred_layout(model, xin, lambda xl: compute_cams(
-                        model, xl, spec, cam_names, layer, fusion=fusion))  # type: ignore[arg-type]
-                except RuntimeError as exc:
-                    raise_if_model_refuses(model, xin, exc)
-                    raise
+        shared, notes = run_on_model(model, x, lambda xin: compute_cams(model, xin, spec, cam_names, layer,
+                                                                        fusion=fusion),  # type: ignore[arg-type]
+                                     output=output)
         shared = {name: contiguous_result(a) for name, a in shared.items()}
         seconds = time.perf_counter() - start
         shared[cam_names[0]].cost.seconds = seconds  # one Cost object, shared by all of them

@@ -18,7 +18,7 @@ from gradsum.core.batching import BatchSize, Progress
 from gradsum.core.layers import AUTO, resolve_layers
 from gradsum.core.targets import BoundTarget, Target
 from gradsum.methods.base import Explainer, upsample
-from gradsum.methods.cam import Fusion, forward_with_probe, fuse_layer_maps
+from gradsum.methods.cam import Fusion, check_fusion, forward_with_probe, fuse_layer_maps
 from gradsum.methods.perturbation import (
     LayerTail,
     TailMode,
@@ -31,11 +31,6 @@ from gradsum.methods.perturbation import (
 from gradsum.methods.registry import register
 
 __all__ = ["ScoreCAM", "AblationCAM", "ablation_value"]
-
-
-def _check_fusion(fusion: str) -> None:
-    if fusion not in ("mean", "max", "layercam"):
-        raise ValueError(f"unknown fusion {fusion!r}; use 'mean', 'max' or 'layercam'")
 
 
 def _clean_pass(model: nn.Module, x: torch.Tensor, layer: Any, target: Target, method: str
@@ -69,7 +64,7 @@ class ScoreCAM(Explainer):
                  align_corners: bool = True, batch_size: BatchSize = "auto", progress: Progress | None = None,
                  seed: int = 0):
         super().__init__(model, layer=layer)
-        _check_fusion(fusion)
+        check_fusion(fusion)
         resolve_layers(model, layer)
         self.baseline, self.fusion, self.align_corners = bool(baseline), fusion, bool(align_corners)
         self.batch_size, self.progress, self.seed = check_batch_size(batch_size), progress, seed
@@ -140,7 +135,7 @@ class AblationCAM(Explainer):
                  fusion: Fusion = "mean", batch_size: BatchSize = "auto", progress: Progress | None = None,
                  seed: int = 0):
         super().__init__(model, layer=layer)
-        _check_fusion(fusion)
+        check_fusion(fusion)
         resolve_layers(model, layer)
         if isinstance(channels, bool) or not isinstance(channels, int | float) or not 0 < channels <= 1:
             raise ValueError(f"channels is the ratio of channels to ablate, in (0, 1]; got {channels!r}")

@@ -8,7 +8,7 @@ every CLI command that takes ``--weights`` read it. Explicit arguments always wi
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class ModelCard:
     class_names: tuple[str, ...] | None = None
     task: str | None = None
     output: str | int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists for tuples), safe for ``torch.load(weights_only=True)``."""
@@ -96,9 +95,12 @@ def card_of(model: nn.Module) -> ModelCard | None:
 
 
 def read_card(path: str | os.PathLike[str]) -> ModelCard | None:
-    """The card inside a checkpoint file, or None (a plain state dict, TorchScript, a pickled
-    module, or a file that is not a checkpoint: `gs.models.load` reports those)."""
-    from gradsum.models.io import peek_checkpoint
+    """The card inside a checkpoint file, or None (a plain state dict, TorchScript or a
+    pickled module). A missing, empty or truncated file is an error naming it."""
+    from gradsum.models.io import UntrustedFileError, read_model_file
 
-    obj = peek_checkpoint(Path(path))
-    return ModelCard.from_dict(obj.get("card")) if isinstance(obj, dict) else None
+    try:
+        content = read_model_file(Path(path))
+    except UntrustedFileError:
+        return None
+    return ModelCard.from_dict(content.get("card")) if isinstance(content, dict) else None

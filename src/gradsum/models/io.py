@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from gradsum.models.card import ModelCard, card_of
-from gradsum.models.normalize import Normalize
+from gradsum.models.normalize import Normalize, unwrap
 
-__all__ = ["save", "load", "load_into", "load_checkpoint", "peek_checkpoint", "read_model_file", "atomic_torch_save",
+__all__ = ["save", "load", "load_into", "load_checkpoint", "read_model_file", "atomic_torch_save",
            "UntrustedFileError", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "gradsum.checkpoint/1"
@@ -160,14 +160,16 @@ def _load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
     if strict and unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
     if problems:
-        inner = model
-        while isinstance(getattr(inner, "layer_prefix", None), str):
-            inner = inner.model
+        inner, _ = unwrap(model)
         raise ValueError(
             f"the weights in {path} do not fit {type(inner).__name__}: " + "; ".join(problems)
             + ". Build the same architecture (the same --model and --num-classes), or pass strict=False"
         )
     model.load_state_dict(state, strict=strict)
+
+
+#: what torch.load raises for an empty, truncated or foreign file
+_UNREADABLE = (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile)
 
 
 def _unreadable(path: Path, exc: BaseException) -> ValueError:
@@ -176,23 +178,6 @@ def _unreadable(path: Path, exc: BaseException) -> ValueError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     detail = text.split(". ")[0].rstrip(".")[:160]  # torch's first sentence
     return ValueError(f"{path} {what}: {detail}; save weights with torch.save(model.state_dict(), path)")
-
-
-def peek_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """What `path` holds, read with ``weights_only=True``: a dict (state dict or checkpoint),
-    or None for TorchScript archives and pickled modules (which need `load`). A missing,
-    empty or truncated file is a FileNotFoundError / ValueError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    if _is_torchscript(path):
-        return None
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        return None
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise _unreadable(path, exc) from None
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -205,7 +190,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UntrustedFileError(f"{path} is not a plain checkpoint (it needs full unpickling): {exc}".splitlines()[0]) from None
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+    except _UNREADABLE as exc:
         raise _unreadable(path, exc) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
@@ -237,7 +222,7 @@ def read_model_file(path: str | os.PathLike[str], trust: bool = False,
                 "came from, pass trust=True (CLI: --trust-pickle); better, re-save it with "
                 "gradsum.models.save(model, path) or torch.save(model.state_dict(), path)"
             ) from None
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+    except _UNREADABLE as exc:
         raise _unreadable(path, exc) from None
     try:
         return torch.load(path, map_location=map_location, weights_only=False)

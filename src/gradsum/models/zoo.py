@@ -94,8 +94,9 @@ def build(
         )
     content = read_model_file(weights, trust=trust) if weights is not None else None
     card = ModelCard.from_dict(content.get("card")) if isinstance(content, dict) else None
-    if spec is None and card is not None:
-        spec = card.spec
+    if card is not None:  # what the checkpoint says, unless given
+        spec = spec if spec is not None else card.spec
+        output = output if output is not None else card.output
     n_out = num_classes if num_classes is not None else (card.num_classes if card is not None else None)
     if spec is None:
         if not isinstance(content, nn.Module):
@@ -124,12 +125,14 @@ def build(
         if stats is not None:  # the chosen statistics win over those stored with the weights
             _set_stats(model, stats[0], stats[1])
     base = card or ModelCard()
-    made = base.updated(spec=spec, num_classes=n_out if n_out is not None else _count_outputs(model),
-                        output=output, task="segmentation" if _is_segmentation(model) else None)
-    made = replace(made, mean=tuple(stats[0]) if stats else None, std=tuple(stats[1]) if stats else None,
-                   normalization_source=stats[2] if stats else None)
-    if made.input_size is None:
-        made = replace(made, input_size=_fixed_input_size(model))
+    made = replace(
+        base, spec=spec, num_classes=n_out if n_out is not None else _count_outputs(model),
+        output=output,
+        task="segmentation" if _is_segmentation(model) else base.task,
+        input_size=base.input_size or _fixed_input_size(model),
+        mean=tuple(stats[0]) if stats else None, std=tuple(stats[1]) if stats else None,
+        normalization_source=stats[2] if stats else None,
+    )
     return attach_card(model.eval(), made)
 
 
