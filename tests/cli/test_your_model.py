@@ -176,3 +176,31 @@ def test_fixed_size_model_gets_its_size_without_asking(tmp_path: Path) -> None:
     assert "input 224x224" in text.splitlines()[0]
     assert "scaled to fit and padded with grey (--resize letterbox" in text
     assert gs.run.store.load_maps(out / "maps.npz")["saliency"].shape == (1, 224, 224)
+
+
+ZERO_HEAD = '''
+import torch
+from torch import nn
+
+def make(num_classes=None):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
+    nn.init.zeros_(net[4].weight)  # like torchvision's zero-initialised heads
+    return net
+'''
+
+
+def test_all_zero_map_is_one_warning_line_per_method(tmp_path: Path) -> None:
+    factory = tmp_path / "zero_head.py"
+    factory.write_text(ZERO_HEAD)
+    photos = []
+    for i, array in enumerate(_photos()[:3]):
+        photos.append(tmp_path / f"p{i}.png")
+        Image.fromarray(array).resize((24, 24)).save(photos[-1])
+    result = CliRunner().invoke(app, ["explain", *map(str, photos), "--model", f"{factory}:make", "--layer", "0",
+                                      "--method", "gradcam,saliency", "--batch-size", "1",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("gradsum: warning:")]
+    assert len(warned) == 2  # three batches, one line per method naming the images
+    assert warned[0].startswith("gradsum: warning: gradcam: the map of p0, p1, p2 is zero everywhere")

@@ -29,10 +29,24 @@ def _version(value: bool) -> None:
 def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                           help="Print gradsum's version and exit.")) -> None:
     """Explain, in numbers, what image models look at."""
+    import warnings
+
+    _zero_maps_told.clear()
+    warnings.showwarning = _one_line_warning
+
+
+_zero_maps_told: set[str] = set()
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
-    """Warnings of a command as one line on stderr: 'gradsum: warning: ...'."""
+    """Warnings of a command as one line on stderr: 'gradsum: warning: ...'. An all-zero map
+    is told once per method (a dataset job would otherwise repeat it for every batch)."""
+    from gradsum.methods import ZeroMapWarning
+
+    if isinstance(message, ZeroMapWarning):
+        if message.method in _zero_maps_told:
+            return
+        _zero_maps_told.add(message.method)
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
     typer.echo(f"gradsum: warning: {text}", err=True)
 
@@ -54,10 +68,7 @@ _register()
 def main() -> None:
     """Console-script entry point. A command-line job keeps freed memory for its next batches
     (fewer page faults; see gradsum.core.memory)."""
-    import warnings
-
     from gradsum.core.memory import keep_freed_memory
 
     keep_freed_memory()
-    warnings.showwarning = _one_line_warning
     app()

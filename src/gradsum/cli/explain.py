@@ -1,6 +1,7 @@
 """`gradsum explain` (heatmaps for images or the built-in example) and `gradsum methods`."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def explain_command(
 
     import gradsum as gs
     from gradsum.data.transforms import fit_image
+    from gradsum.methods import ZeroMapWarning
     from gradsum.run.store import save_figure, save_maps, save_png, write_json, write_text
 
     methods = split_list(method)
@@ -141,6 +143,7 @@ def explain_command(
     grid_images: list[Any] = []
     grid_maps: dict[str, list[Any]] = {name: [] for name in methods}
     total = None
+    zero_maps: dict[str, tuple[str, list[str]]] = {}  # method -> (likely cause, images with a zero map)
     n_images = sum(len(titles) for titles, _, _ in plan)
     bar, update = progress_bar("explaining")
     done = 0
@@ -151,7 +154,15 @@ def explain_command(
             for start in range(0, len(titles), step):
                 x = read(start, start + step)
                 names = titles[start:start + step]
-                results = gs.explain(net, x, methods=methods, layer=layers, target=spec)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ZeroMapWarning)
+                    results = gs.explain(net, x, methods=methods, layer=layers, target=spec)
+                for w in caught:  # name the images, not their positions in this batch
+                    if isinstance(w.message, ZeroMapWarning):
+                        zero_maps.setdefault(w.message.method, (w.message.cause, []))[1].extend(
+                            names[i] for i in w.message.images)
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
                 total = results.cost if total is None else total + results.cost
                 for name, attr in results.items():
                     maps[name].append(attr.maps.to(torch.float16))
@@ -173,6 +184,10 @@ def explain_command(
                 all_titles.extend(names)
                 done += len(names)
                 update(done, n_images)
+    for name, (cause, blank) in zero_maps.items():
+        shown = ", ".join(blank[:8]) + (f" and {len(blank) - 8} more" if len(blank) > 8 else "")
+        typer.echo(f"gradsum: warning: {name}: the map of {shown} is zero everywhere; likely cause: {cause}",
+                   err=True)
     grid_x = torch.stack(grid_images)
     save_figure(out / "grid.png", gs.viz.grid(grid_x, {k: torch.stack(v) for k, v in grid_maps.items()},
                                               titles=all_titles[: len(grid_images)], max_images=GRID_IMAGES))

@@ -23,6 +23,7 @@ from gradsum.core.targets import TargetSpec, resolve_target
 T = TypeVar("T")
 
 __all__ = ["Explainer", "check_input", "prepare_input", "run_on_model", "model_dtype", "warn_zero_maps",
+           "ZeroMapWarning",
            "contiguous_result", "upsample"]
 
 
@@ -110,9 +111,19 @@ _ZERO_CAUSES = {
 }
 
 
+class ZeroMapWarning(UserWarning):
+    """The map of some images is zero everywhere (`method`, the batch positions `images`, the
+    likely `cause`). Filter it with
+    ``warnings.filterwarnings("ignore", category=ZeroMapWarning)`` where that is expected."""
+
+    def __init__(self, message: str, method: str = "", images: list[int] | None = None, cause: str = "") -> None:
+        super().__init__(message)
+        self.method, self.images, self.cause = method, images or [], cause
+
+
 def warn_zero_maps(attribution: Attribution, family: str = "") -> None:
-    """Warn (UserWarning, one line) when the map of any image is zero everywhere: it would be
-    drawn as a blank map with no word; the message names the images and the likely cause."""
+    """Warn (ZeroMapWarning, one line) when the map of any image is zero everywhere: it would
+    be drawn as a blank map with no word; the message names the images and the likely cause."""
     maps = attribution.maps
     if maps.numel() == 0:
         return
@@ -122,10 +133,8 @@ def warn_zero_maps(attribution: Attribution, family: str = "") -> None:
     images = zero.nonzero().flatten().tolist()
     shown = ", ".join(map(str, images[:8])) + (", ..." if len(images) > 8 else "")
     cause = _ZERO_CAUSES.get(family, "the explained score does not change with the input here")
-    warnings.warn(
-        f"{attribution.method}: the map of image(s) {shown} is zero everywhere; likely cause: {cause}",
-        UserWarning, stacklevel=3,
-    )
+    message = f"{attribution.method}: the map of image(s) {shown} is zero everywhere; likely cause: {cause}"
+    warnings.warn(ZeroMapWarning(message, attribution.method, images, cause), stacklevel=3)
 
 
 def contiguous_result(attribution: Attribution) -> Attribution:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,7 +81,17 @@ def _train(name: str, model: torch.nn.Module, train: Any, val: Any, task: str, e
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[str], None] = print) -> Path:
-    """Run the demo into `out` and return the path of report.html."""
+    """Run the demo into `out` and return the path of report.html. Maps that are zero
+    everywhere are expected here (randomly initialised copies, steering explained in one
+    direction) and the report shows them, so their warning is not repeated."""
+    from gradsum.methods import ZeroMapWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZeroMapWarning)
+        return _run_demo(out, config, echo)
+
+
+def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], None]) -> Path:
     import gradsum as gs
     from gradsum.cli.profile import write_profile_report
     from gradsum.report import ReportSpec, render_report
