@@ -11,11 +11,12 @@ from torch import nn
 
 from gradsum.core.layers import AUTO
 from gradsum.core.outputs import OutputSpec, selected_output
+from gradsum.core.tokens import Layout, LayoutError, Reshape, TokenSpec, is_attention_module, spatial_layout
 
 __all__ = ["Probe", "preserved_state", "gradients_enabled", "SpatialLayerError", "LayerCall"]
 
 
-class SpatialLayerError(ValueError):
+class SpatialLayerError(LayoutError):
     """A layer's output is not the spatial map (B,C,h,w) a method needs."""
 
 
@@ -102,25 +103,35 @@ class Probe:
     captured activation. A module called several times keeps its last call (its `calls`
     count says how many there were).
 
+    Outputs are read as spatial maps through `gradsum.core.tokens`: channels-first maps as
+    they are, channels-last maps (Swin) permuted, token sequences (ViT) without their prefix
+    tokens on the patch grid of the input seen by this forward; `tokens=` / `reshape=` override.
+
     With layers == "auto" nothing is cloned: every module's output is watched and after
-    the forward `resolve_auto()` picks the last module whose output is a 4-D map larger
-    than 1x1. The caller must make the input require grad so that this output is part of
-    the graph.
+    the forward `resolve_auto()` picks the layer (see there). The caller must make the input
+    require grad so that this output is part of the graph.
     """
 
-    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]] | str):
+    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]] | str, *,
+                 tokens: TokenSpec = None, reshape: Reshape | None = None):
         self.model = model
         self.auto = layers == AUTO
         self.layers: list[tuple[str, nn.Module]] = (
             [(n, m) for n, m in model.named_modules() if n] if self.auto else list(layers)  # type: ignore[arg-type]
         )
+        self.tokens, self.reshape = tokens, reshape
         self.captured: dict[str, LayerCall] = {}
         self.non_tensor: dict[str, str] = {}
+        self.input_size: tuple[int, int] | None = None
+        self._layouts: dict[str, Layout] = {}
         self._candidates: list[tuple[str, torch.Tensor, int]] = []
+        self._fired: dict[str, int] = {}
+        self._counter = -1
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> Probe:
         try:
+            self._handles.append(self.model.register_forward_pre_hook(self._record_input))
             for name, module in self.layers:
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:
@@ -140,14 +151,24 @@ class Probe:
         self.captured.clear()
         self.non_tensor.clear()
         self._candidates.clear()
+        self._layouts.clear()
+        self._fired.clear()
+        self._counter = -1
+
+    def _record_input(self, module: nn.Module, inputs: tuple) -> None:
+        first = inputs[0] if inputs else None
+        if isinstance(first, torch.Tensor) and first.ndim >= 3:
+            self.input_size = (int(first.shape[-2]), int(first.shape[-1]))
 
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple, output: object) -> object:
+            self._counter += 1
+            self._fired[name] = self._counter  # the order of the last call
             if not isinstance(output, torch.Tensor):
                 self.non_tensor[name] = type(output).__name__
                 return None
             if self.auto:
-                if output.ndim == 4 and output.shape[-2] * output.shape[-1] > 1:
+                if output.ndim in (3, 4):
                     self._candidates.append((name, output, output._version))
                 return None
             act = output if output.requires_grad else output.detach().requires_grad_(True)
@@ -157,34 +178,104 @@ class Probe:
 
         return hook
 
+    # --- layouts -------------------------------------------------------------------------------
+
+    def layout(self, name: str, tensor: torch.Tensor | None = None) -> Layout:
+        """How layer `name`'s output maps to (B,C,h,w) (`gradsum.core.tokens.spatial_layout`)."""
+        if name not in self._layouts:
+            t = tensor if tensor is not None else self.captured[name].activation
+            module = dict(self.layers).get(name)
+            self._layouts[name] = spatial_layout(self.model, name, t, module=module, input_size=self.input_size,
+                                                 tokens=self.tokens, reshape=self.reshape)
+        return self._layouts[name]
+
+    def _spatial_grid(self, name: str, tensor: torch.Tensor) -> tuple[int, int] | None:
+        try:
+            return self.layout(name, tensor).grid
+        except LayoutError:
+            return None
+
+    # --- "auto" ------------------------------------------------------------------------------
+
+    def pre_attention_norms(self) -> list[str]:
+        """After an auto forward on a transformer: for each attention module that ran (in
+        order), the layer that fed it — the last LayerNorm with a token output (B,N,C) that ran
+        before it, else the last token output before it. Empty for a model without attention
+        modules or token outputs (a CNN, or Swin, whose stage outputs are channels-last maps)."""
+        modules = dict(self.layers)
+        attention = sorted((n for n in self._fired if is_attention_module(modules[n])), key=self._fired.__getitem__)
+        attention = [a for a in attention if not any(a.startswith(b + ".") for b in attention)]
+        tokens = [c for c in self._candidates if c[1].ndim == 3]
+        found: list[str] = []
+        previous = -1
+        for att in attention:
+            start = min(i for n, i in self._fired.items() if n == att or n.startswith(att + "."))
+            before = [c for c in tokens if previous < self._fired[c[0]] < start]
+            norms = [c for c in before if isinstance(modules[c[0]], nn.LayerNorm)]
+            chosen = (norms or before or [None])[-1]
+            if chosen is not None:
+                found.append(chosen[0])
+                previous = self._fired[chosen[0]]
+        return found
+
+    def _auto_token_layer(self) -> str | None:
+        """On a transformer: the layer that feeds the attention of the last block (see
+        `pre_attention_norms`), where the patch tokens still receive gradient."""
+        found = self.pre_attention_norms()
+        if not found:
+            return None
+        name = found[-1]
+        self.layout(name, [c for c in self._candidates if c[0] == name][-1][1])  # a clear error if it cannot
+        return name
+
     def resolve_auto(self, output: torch.Tensor | None = None) -> tuple[str, bool]:
-        """After an auto forward: (name of the last 4-D spatial layer that is not the output
-        head, whether its captured output is still intact, i.e. was not modified in place
-        afterwards). With a spatial model `output` (B,K,H,W) given (a segmentation net), the
+        """After an auto forward: (the layer to explain, whether its captured output is still
+        intact, i.e. was not modified in place afterwards).
+
+        On a transformer (attention modules and token outputs): the LayerNorm before the last
+        block's attention — never the patch embedding. Otherwise the last layer whose output
+        is a spatial map larger than 1x1 (channels-first or channels-last) that is not the
+        output head: with a spatial model `output` (B,K,H,W) given (a segmentation net), the
         trailing layers with K channels are its head (the per-pixel logits) and are skipped,
         as long as an earlier spatial layer exists."""
-        if not self._candidates:
+        name = self._auto_token_layer()
+        if name is None:
+            name = self._auto_spatial_layer(output)
+        found = [c for c in self._candidates if c[0] == name]
+        _, tensor, version = found[-1]
+        intact = tensor._version == version and tensor.requires_grad
+        if intact:
+            self.captured = {name: LayerCall(name, tensor, len(found))}
+        return name, intact
+
+    def _auto_spatial_layer(self, output: torch.Tensor | None) -> str:
+        candidates = []
+        for name, tensor, _ in self._candidates:
+            if tensor.ndim != 4:
+                continue
+            grid = self._spatial_grid(name, tensor)
+            if grid is not None and grid[0] * grid[1] > 1:
+                candidates.append((name, tensor.shape[1] if self._layouts[name].kind != "channels_last"
+                                   else tensor.shape[3]))
+        if not candidates:
             raise SpatialLayerError(
                 f"no layer of {type(self.model).__name__} outputs a spatial map (B,C,h,w) larger than 1x1; "
                 "give layer=<name> explicitly"
             )
-        candidates = self._candidates
         if isinstance(output, torch.Tensor) and output.ndim == 4:
             k = output.shape[1]
             end = len(candidates)
-            while end > 0 and candidates[end - 1][1].shape[1] == k:
+            while end > 0 and candidates[end - 1][1] == k:
                 end -= 1
             if end > 0:
                 candidates = candidates[:end]
-        name, tensor, version = candidates[-1]
-        intact = tensor._version == version and tensor.requires_grad
-        if intact:
-            calls = sum(1 for n, _, _ in candidates if n == name)
-            self.captured = {name: LayerCall(name, tensor, calls)}
-        return name, intact
+        return candidates[-1][0]
+
+    # --- reading -------------------------------------------------------------------------------
 
     def activation(self, name: str, *, spatial: bool = False, method: str = "this method") -> torch.Tensor:
-        """The captured output of layer `name`; with spatial=True it must be (B,C,h,w)."""
+        """The captured output of layer `name`; with spatial=True as a (B,C,h,w) map (token and
+        channels-last outputs laid out by `layout`)."""
         if name in self.non_tensor:
             raise SpatialLayerError(
                 f"{method} needs a layer whose output is a tensor; layer '{name}' returns a {self.non_tensor[name]}"
@@ -195,16 +286,18 @@ class Probe:
                 "pick a layer that the model's forward uses"
             )
         act = self.captured[name].activation
-        if spatial and act.ndim != 4:
-            raise SpatialLayerError(
-                f"{method} needs a layer whose output is a spatial map (B,C,h,w); layer '{name}' "
-                f"gives shape {tuple(act.shape)}. Pick a convolutional layer (e.g. the last conv block)"
-            )
-        return act
+        if not spatial:
+            return act
+        try:
+            return self.layout(name).to_spatial(act)
+        except LayoutError as error:
+            raise SpatialLayerError(f"{method}: {error}") from None
 
-    def gradients(self, scores: torch.Tensor, names: list[str], *, extra: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    def gradients(self, scores: torch.Tensor, names: list[str], *, extra: list[torch.Tensor] | None = None,
+                  spatial: bool = False) -> list[torch.Tensor]:
         """d sum(scores) / d activation for every name (and for each tensor in `extra`, e.g.
-        the input), from ONE call of torch.autograd.grad."""
+        the input), from ONE call of torch.autograd.grad; with spatial=True the layers'
+        gradients are laid out as their activations are (see `activation`)."""
         inputs = [self.captured[n].activation for n in names] + list(extra or [])
         grads = torch.autograd.grad(scores.sum(), inputs, allow_unused=True)
         out = []
@@ -214,5 +307,5 @@ class Probe:
                 raise ValueError(
                     f"the explained output does not depend on {what}; pick a layer before the output"
                 )
-            out.append(g)
+            out.append(self.layout(names[i]).to_spatial(g) if spatial and i < len(names) else g)
         return out

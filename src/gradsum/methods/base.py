@@ -133,6 +133,10 @@ def warn_zero_maps(attribution: Attribution, family: str = "") -> None:
     images = zero.nonzero().flatten().tolist()
     shown = ", ".join(map(str, images[:8])) + (", ..." if len(images) > 8 else "")
     cause = _ZERO_CAUSES.get(family, "the explained score does not change with the input here")
+    if set(images) <= set(attribution.settings.get("zero_gradients") or []):
+        layers = ", ".join(f"'{n}'" for n in attribution.settings.get("layers") or []) or "the layer"
+        cause = (f"the target's gradients at {layers} are all exactly zero (a zero-initialised classification "
+                 "head, as torchvision gives a new ViT, or an untrained one: load trained weights or train it first)")
     message = f"{attribution.method}: the map of image(s) {shown} is zero everywhere; likely cause: {cause}"
     warnings.warn(ZeroMapWarning(message, attribution.method, images, cause), stacklevel=3)
 

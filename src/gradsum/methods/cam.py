@@ -1,5 +1,5 @@
 """The CAM family: every method is a pure function of a layer's activations A (B,K,h,w)
-and the gradients g = dy/dA, computed from ONE forward and ONE partial backward
+(token and channels-last layers laid out by `gradsum.core.tokens`) and the gradients g = dy/dA, computed from ONE forward and ONE partial backward
 (`torch.autograd.grad` with respect to the captured layers only — no parameter gradients).
 Several CAM methods and several layers share that single pass (`compute_cams`).
 """
@@ -17,6 +17,7 @@ from gradsum.core.layers import AUTO, resolve_layers
 from gradsum.core.normalize import minmax
 from gradsum.core.probe import Probe
 from gradsum.core.targets import BoundTarget, Target
+from gradsum.core.tokens import Reshape, TokenSpec, parse_tokens
 from gradsum.methods.base import Explainer, upsample
 from gradsum.methods.registry import register
 
@@ -218,11 +219,13 @@ def check_fusion(fusion: str) -> None:
 
 
 def forward_with_probe(
-    model: nn.Module, x: torch.Tensor, layers: list[tuple[str, nn.Module]] | str
+    model: nn.Module, x: torch.Tensor, layers: list[tuple[str, nn.Module]] | str, *,
+    tokens: TokenSpec = None, reshape: Reshape | None = None,
 ) -> tuple[Probe, torch.Tensor, list[str]]:
     """One forward with the probe attached; resolves 'auto' on this very forward (re-running
-    with the found layer only if its output was modified in place afterwards)."""
-    probe = Probe(model, layers)
+    with the found layer only if its output was modified in place afterwards). `tokens` /
+    `reshape` override how token layers are laid out (`gradsum.core.tokens`)."""
+    probe = Probe(model, layers, tokens=tokens, reshape=reshape)
     with probe:
         xin = x.detach().requires_grad_(True) if probe.auto else x
         output = model(xin)
@@ -231,7 +234,19 @@ def forward_with_probe(
     name, intact = probe.resolve_auto(output if isinstance(output, torch.Tensor) else None)
     if intact:
         return probe, output, [name]
-    return forward_with_probe(model, x, resolve_layers(model, name))  # type: ignore[arg-type]
+    return forward_with_probe(model, x, resolve_layers(model, name), tokens=tokens,  # type: ignore[arg-type]
+                              reshape=reshape)
+
+
+def layout_options(options: dict[str, Any]) -> tuple[TokenSpec, Reshape | None, dict[str, Any]]:
+    """Split the token-layout options (tokens=, reshape=) from a method's other options,
+    checking them early."""
+    rest = dict(options)
+    tokens, reshape = rest.pop("tokens", None), rest.pop("reshape", None)
+    parse_tokens(tokens)
+    if reshape is not None and not callable(reshape):
+        raise ValueError(f"reshape= must be a callable mapping the layer output to (B,C,h,w); got {reshape!r}")
+    return tokens, reshape, rest
 
 
 def compute_cams(
@@ -250,7 +265,7 @@ def compute_cams(
     unknown = [m for m in methods if m not in CAM_FUNCTIONS]
     if unknown:
         raise ValueError(f"not CAM-family methods: {unknown}; CAM methods are {sorted(CAM_FUNCTIONS)}")
-    options = dict(options or {})
+    tokens, reshape, options = layout_options(options or {})
     layers = resolve_layers(model, layer)
     linear_inputs: list[tuple[nn.Linear, torch.Tensor]] = []
     handles = []
@@ -261,7 +276,7 @@ def compute_cams(
                     lambda mod, inp: linear_inputs.append((mod, inp[0].detach()))
                 ))
     try:
-        probe, output, names = forward_with_probe(model, x, layers)
+        probe, output, names = forward_with_probe(model, x, layers, tokens=tokens, reshape=reshape)
     finally:
         for handle in handles:
             handle.remove()
@@ -270,7 +285,10 @@ def compute_cams(
     label = ", ".join(methods)
     acts = [probe.activation(n, spatial=True, method=label) for n in names]
     needs_grad = any(CAM_FUNCTIONS[m].needs_gradients for m in methods)
-    grads: list[torch.Tensor | None] = probe.gradients(scores, names) if needs_grad else [None] * len(names)
+    grads: list[torch.Tensor | None] = (
+        probe.gradients(scores, names, spatial=True) if needs_grad else [None] * len(names)  # type: ignore[assignment]
+    )
+    zero_gradients = _zero_gradient_images(grads)
     batch = x.shape[0]
     cost = Cost(forward_passes=batch, backward_passes=batch if needs_grad else 0)
     size = (x.shape[-2], x.shape[-1])
@@ -293,9 +311,22 @@ def compute_cams(
                 cost=cost,
                 layer_maps=layer_maps,
                 settings={"layers": names, "fusion": fusion if len(names) > 1 else None,
-                          "target": bound.description, "shared_pass": len(methods) > 1, **options},
+                          "layout": {n: probe.layout(n).describe() for n in names},
+                          "target": bound.description, "shared_pass": len(methods) > 1, **options,
+                          **({"zero_gradients": zero_gradients}
+                             if zero_gradients and CAM_FUNCTIONS[method].needs_gradients else {})},
             )
     return results
+
+
+def _zero_gradient_images(grads: Sequence[torch.Tensor | None]) -> list[int]:
+    """Images whose gradient is exactly zero at every explained layer (a zero-initialised
+    head, as torchvision gives a new ViT, or an output that ignores the layer)."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return []
+    zero = torch.stack([g.flatten(1).abs().amax(dim=1) == 0 for g in present]).all(dim=0)
+    return zero.nonzero().flatten().tolist() if bool(zero.any()) else []
 
 
 class CAMExplainer(Explainer):
@@ -305,16 +336,17 @@ class CAMExplainer(Explainer):
     cam_method: str = "gradcam"
 
     #: options the CAM functions read (EigenCAM's sign convention); anything else is a mistake
-    known_options = ("eigen_sign",)
+    known_options = ("eigen_sign", "tokens", "reshape")
 
     def __init__(self, model: nn.Module, layer: Any = AUTO, *, fusion: Fusion = "mean", **options: Any):
         unknown = sorted(set(options) - set(self.known_options))
         if unknown:
             raise TypeError(
                 f"{self.cam_method} got unknown option(s) {unknown}; it takes layer=, fusion= "
-                f"('mean', 'max', 'layercam') and {', '.join(self.known_options)}="
+                f"('mean', 'max', 'layercam') and {', '.join(o + '=' for o in self.known_options)}"
             )
         super().__init__(model, layer=layer, **options)
+        layout_options(options)
         check_fusion(fusion)
         self.fusion = fusion
         resolve_layers(model, layer)  # fail early on a misspelt layer

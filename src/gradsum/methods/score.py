@@ -18,7 +18,8 @@ from gradsum.core.batching import BatchSize, Progress
 from gradsum.core.layers import AUTO, resolve_layers
 from gradsum.core.targets import BoundTarget, Target
 from gradsum.methods.base import Explainer, upsample
-from gradsum.methods.cam import Fusion, check_fusion, forward_with_probe, fuse_layer_maps
+from gradsum.core.tokens import Reshape, TokenSpec, spatial_layout
+from gradsum.methods.cam import Fusion, check_fusion, forward_with_probe, fuse_layer_maps, layout_options
 from gradsum.methods.perturbation import (
     LayerTail,
     TailMode,
@@ -33,13 +34,15 @@ from gradsum.methods.registry import register
 __all__ = ["ScoreCAM", "AblationCAM", "ablation_value"]
 
 
-def _clean_pass(model: nn.Module, x: torch.Tensor, layer: Any, target: Target, method: str
+def _clean_pass(model: nn.Module, x: torch.Tensor, layer: Any, target: Target, method: str, *,
+                tokens: TokenSpec = None, reshape: Reshape | None = None,
                 ) -> tuple[BoundTarget, torch.Tensor, torch.Tensor, list[str], list[torch.Tensor]]:
-    """One forward with the layers captured: (bound target, output, scores, names, activations).
-    Named layers need no autograd graph; "auto" needs one to check the found layer is intact."""
+    """One forward with the layers captured: (bound target, output, scores, names, activations
+    as (B,C,h,w) maps). Named layers need no autograd graph; "auto" needs one to check the
+    found layer is intact."""
     layers = resolve_layers(model, layer)
     with torch.set_grad_enabled(layers == AUTO):
-        probe, output, names = forward_with_probe(model, x, layers)
+        probe, output, names = forward_with_probe(model, x, layers, tokens=tokens, reshape=reshape)
     acts = [probe.activation(n, spatial=True, method=method).detach() for n in names]
     output = output.detach()
     bound = target.bind(output)
@@ -62,15 +65,17 @@ class ScoreCAM(Explainer):
 
     def __init__(self, model: nn.Module, layer: Any = AUTO, *, baseline: bool = False, fusion: Fusion = "mean",
                  align_corners: bool = True, batch_size: BatchSize = "auto", progress: Progress | None = None,
-                 seed: int = 0):
+                 seed: int = 0, tokens: TokenSpec = None, reshape: Reshape | None = None):
         super().__init__(model, layer=layer)
+        self.tokens, self.reshape, _ = layout_options({"tokens": tokens, "reshape": reshape})
         check_fusion(fusion)
         resolve_layers(model, layer)
         self.baseline, self.fusion, self.align_corners = bool(baseline), fusion, bool(align_corners)
         self.batch_size, self.progress, self.seed = check_batch_size(batch_size), progress, seed
 
     def _explain(self, x: torch.Tensor, target: Target) -> Attribution:
-        bound, output, scores, names, acts = _clean_pass(self.model, x, self.layer, target, "scorecam")
+        bound, output, scores, names, acts = _clean_pass(self.model, x, self.layer, target, "scorecam",
+                                                         tokens=self.tokens, reshape=self.reshape)
         scorer = mask_target(bound, output, "probability") if self.baseline else bound
         size = (x.shape[-2], x.shape[-1])
         batch = x.shape[0]
@@ -133,8 +138,9 @@ class AblationCAM(Explainer):
 
     def __init__(self, model: nn.Module, layer: Any = AUTO, *, channels: float = 1.0, tail: TailMode = "auto",
                  fusion: Fusion = "mean", batch_size: BatchSize = "auto", progress: Progress | None = None,
-                 seed: int = 0):
+                 seed: int = 0, tokens: TokenSpec = None, reshape: Reshape | None = None):
         super().__init__(model, layer=layer)
+        self.tokens, self.reshape, _ = layout_options({"tokens": tokens, "reshape": reshape})
         check_fusion(fusion)
         resolve_layers(model, layer)
         if isinstance(channels, bool) or not isinstance(channels, int | float) or not 0 < channels <= 1:
@@ -146,7 +152,8 @@ class AblationCAM(Explainer):
         self._splits: dict[str, Any] = {}
 
     def _explain(self, x: torch.Tensor, target: Target) -> Attribution:
-        bound, output, scores, names, _ = _clean_pass(self.model, x, self.layer, target, "ablationcam")
+        bound, output, scores, names, _ = _clean_pass(self.model, x, self.layer, target, "ablationcam",
+                                                      tokens=self.tokens, reshape=self.reshape)
         modules = dict(self.model.named_modules())
         size = (x.shape[-2], x.shape[-1])
         batch = x.shape[0]
@@ -159,7 +166,10 @@ class AblationCAM(Explainer):
             tail = LayerTail(self.model, name, modules[name], x, mode=self.tail, split_cache=self._splits,
                              output=output)
             paths[name] = tail.path
-            a = tail.activation
+            native = tail.activation  # the layer's own layout; a is its (B,K,h,w) map
+            layout = spatial_layout(self.model, name, native, module=modules[name], input_size=size,
+                                    tokens=self.tokens, reshape=self.reshape)
+            a = layout.to_spatial(native)
             k = a.shape[1]
             value = ablation_value(a)  # (B,)
             flat = a.flatten(2)
@@ -174,11 +184,12 @@ class AblationCAM(Explainer):
             n = rows.shape[0]
             ablated = y[:, None].expand(batch, k).clone()
             if n > 0:
-                def make(start: int, stop: int, a=a, rows=rows, ch=ch, value=value) -> torch.Tensor:
+                def make(start: int, stop: int, a=a, rows=rows, ch=ch, value=value, layout=layout,
+                         native=native) -> torch.Tensor:
                     r, c = rows[start:stop], ch[start:stop]
                     acts = a[r]  # advanced indexing copies
                     acts[torch.arange(r.shape[0], device=a.device), c] = value[r][:, None, None].to(a.dtype)
-                    return acts
+                    return layout.from_spatial(acts, native[r])
 
                 ablated[rows, ch] = tail.scores(n, make, bound, rows, batch_size=self.batch_size,
                                                 progress=self.progress)

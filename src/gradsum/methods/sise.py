@@ -31,7 +31,9 @@ from gradsum.core.layers import AUTO, resolve_layers
 from gradsum.core.normalize import minmax
 from gradsum.core.probe import Probe
 from gradsum.core.targets import Target
+from gradsum.core.tokens import Reshape, TokenSpec, prefix_tokens
 from gradsum.methods.base import Explainer
+from gradsum.methods.cam import layout_options
 from gradsum.methods.perturbation import (
     ScoreMode,
     check_batch_size,
@@ -127,11 +129,28 @@ def _shape_blocks(model: nn.Module, x: torch.Tensor) -> list[str]:
     return blocks
 
 
+def _token_blocks(model: nn.Module, x: torch.Tensor, count: int = 4) -> list[str] | None:
+    """On a transformer, whose blocks all share one resolution: the inputs of the attention of
+    `count` evenly spaced blocks ending with the last (`Probe.pre_attention_norms`); None for
+    a model without token layers."""
+    if prefix_tokens(model) is None:
+        return None
+    probe = Probe(model, AUTO)
+    with probe, torch.no_grad():
+        model(x[:1])
+    norms = probe.pre_attention_norms()
+    if not norms:
+        return None
+    picks = sorted({round((len(norms) - 1) * (i + 1) / count) for i in range(count)})
+    return [norms[i] for i in picks]
+
+
 def detect_blocks(model: nn.Module, x: torch.Tensor) -> list[str]:
     """The SISE blocks of `model` (shallow -> deep): its `sise_blocks` attribute (also on a
-    wrapped submodule), the MaxPool outputs of a VGG-style `features` Sequential, or the
-    shape rule on one forward of x[:1] (ResNet: relu, layer1, ..., layer4)."""
-    return _declared_blocks(model) or _vgg_pools(model) or _shape_blocks(model, x)
+    wrapped submodule), the MaxPool outputs of a VGG-style `features` Sequential, the inputs
+    of the attention of 4 evenly spaced blocks of a vision transformer, or the shape rule on
+    one forward of x[:1] (ResNet: relu, layer1, ..., layer4)."""
+    return _declared_blocks(model) or _vgg_pools(model) or _token_blocks(model, x) or _shape_blocks(model, x)
 
 
 def threshold_selection(alpha: torch.Tensor, mu: float = 0.0) -> torch.Tensor:
@@ -208,8 +227,9 @@ def fuse_blocks(maps: list[torch.Tensor], present: list[torch.Tensor] | None = N
 class _SISEBase(Explainer):
     def __init__(self, model: nn.Module, layer: Any = AUTO, *, gate: Gate = "soft", temperature: float = 100.0,
                  score: ScoreMode = "probability", seed: int = 0, batch_size: BatchSize = "auto",
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, tokens: TokenSpec = None, reshape: Reshape | None = None):
         super().__init__(model, layer=layer)
+        self.tokens, self.reshape, _ = layout_options({"tokens": tokens, "reshape": reshape})
         if layer != AUTO and layer is not None:
             resolve_layers(model, layer)
         if gate not in ("soft", "hard"):
@@ -234,13 +254,14 @@ class _SISEBase(Explainer):
 
     def _explain(self, x: torch.Tensor, target: Target) -> Attribution:
         names = self.blocks(x)
-        probe = Probe(self.model, resolve_layers(self.model, names))  # type: ignore[arg-type]
+        probe = Probe(self.model, resolve_layers(self.model, names),  # type: ignore[arg-type]
+                      tokens=self.tokens, reshape=self.reshape)
         with probe:
             output = self.model(x)
         bound = target.bind(output)
         scores = bound(output)
         acts = [probe.activation(n, spatial=True, method=self.name) for n in names]
-        grads = probe.gradients(scores, names)
+        grads = probe.gradients(scores, names, spatial=True)
         output = output.detach()
         scorer = mask_target(bound, output, self.score)
         batch, size = x.shape[0], (x.shape[-2], x.shape[-1])
