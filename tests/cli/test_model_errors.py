@@ -71,7 +71,7 @@ CASES = [
     (["explain", "{img}", "--weights", "{truncated}"], "is not a readable PyTorch file"),
     (["explain", "{img}", "--weights", "{empty}"], "is empty"),
     (["explain", "{img}", "--weights", "{pickled}"], "--trust-pickle"),
-    (["explain", "{img}", "--model", "timm:resnet18"], "timm"),
+    (["explain", "{img}", "--model", "timm:resnet_eighteen"], "unknown timm model"),
     (["explain", "{img}", "--model", "torchvision:vit_b_16", "--method", "saliency", "--size", "64x64"],
      "the model cannot run on 3-channel images of 64x64"),
     (["explain", "{img}", "--model", "{dict}", "--method", "saliency"], "output=KEY (CLI: --output KEY)"),

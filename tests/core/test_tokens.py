@@ -10,8 +10,8 @@ from torchvision.models import VisionTransformer, convnext_tiny, swin_t
 
 import gradsum as gs
 from gradsum.core.probe import Probe
-from gradsum.methods.base import ZeroMapWarning
 from gradsum.core.tokens import LayoutError, parse_tokens, prefix_tokens, spatial_layout, token_grid
+from gradsum.methods.base import ZeroMapWarning
 
 timm = pytest.importorskip("timm")
 

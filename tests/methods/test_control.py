@@ -24,7 +24,7 @@ def test_random_map_is_uniform_seeded_and_independent_of_the_batch():
     assert not torch.equal(both.maps, gs.explainer("random", model, seed=4)(x).maps)
     assert not torch.equal(both.maps[0], both.maps[1])
     values = both.maps.flatten()
-    assert 0 <= float(values.min()) and float(values.max()) <= 1
+    assert float(values.min()) >= 0 and float(values.max()) <= 1
     assert abs(float(values.mean()) - 0.5) < 0.02  # U(0,1)
     assert torch.equal(both.targets, model(x).argmax(1))
     assert gs.method_info("random").family == "control"

@@ -11,7 +11,14 @@ from torch import nn
 
 from gradsum.core.layers import AUTO
 from gradsum.core.outputs import OutputSpec, selected_output
-from gradsum.core.tokens import Layout, LayoutError, Reshape, TokenSpec, is_attention_module, spatial_layout
+from gradsum.core.tokens import (
+    Layout,
+    LayoutError,
+    Reshape,
+    TokenSpec,
+    is_attention_module,
+    spatial_layout,
+)
 
 __all__ = ["Probe", "preserved_state", "gradients_enabled", "SpatialLayerError", "LayerCall"]
 

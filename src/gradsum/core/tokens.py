@@ -166,9 +166,9 @@ def parse_tokens(tokens: TokenSpec) -> int | None:
 def patch_stride(model: nn.Module) -> int | None:
     """The stride of the patch embedding: the first Conv2d whose kernel equals its stride (> 1)."""
     for module in _inner_modules(model):
-        if isinstance(module, nn.Conv2d) and module.kernel_size == module.stride and module.stride[0] > 1:
-            if module.stride[0] == module.stride[1]:
-                return int(module.stride[0])
+        if (isinstance(module, nn.Conv2d) and module.kernel_size == module.stride and module.stride[0] > 1
+                and module.stride[0] == module.stride[1]):
+            return int(module.stride[0])
     return None
 
 

@@ -42,6 +42,8 @@ _EXTRA_MODULES = (
     "gradsum.methods.lime_shap",
     "gradsum.methods.fullgrad",
     "gradsum.methods.extremal",
+    "gradsum.methods.attention",
+    "gradsum.methods.control",
 )
 _loaded = False
 

@@ -17,9 +17,15 @@ from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.batching import BatchSize, Progress
 from gradsum.core.layers import AUTO, resolve_layers
 from gradsum.core.targets import BoundTarget, Target
-from gradsum.methods.base import Explainer, upsample
 from gradsum.core.tokens import Reshape, TokenSpec, spatial_layout
-from gradsum.methods.cam import Fusion, check_fusion, forward_with_probe, fuse_layer_maps, layout_options
+from gradsum.methods.base import Explainer, upsample
+from gradsum.methods.cam import (
+    Fusion,
+    check_fusion,
+    forward_with_probe,
+    fuse_layer_maps,
+    layout_options,
+)
 from gradsum.methods.perturbation import (
     LayerTail,
     TailMode,
