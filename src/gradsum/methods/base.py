@@ -108,6 +108,8 @@ _ZERO_CAUSES = {
            "a 1x1 layer) or every weighted channel is negative there; try another layer or check the head",
     "gradient": "the target's gradient with respect to the input is zero (a zero-initialised or untrained "
                 "head, or a saturated output)",
+    "attention": "the target's gradient with respect to every block's attention is zero or negative (a "
+                 "zero-initialised or untrained head), or start_block / discard_ratio left no attention",
 }
 
 
