@@ -62,19 +62,46 @@ def _pool_names(model: nn.Module) -> list[str]:
     return [f"features.{n}" for n, m in model.features.named_children() if isinstance(m, nn.MaxPool2d)]
 
 
+def _timm_transformer_layer(model: nn.Module) -> str | None:
+    """timm ViT-style models (VisionTransformer, DeiT, Eva, ...: a ``blocks`` list whose blocks
+    have ``norm1`` and ``attn``): the last block's ``norm1``; timm Swin: the final ``norm``."""
+    if type(model).__name__.startswith("SwinTransformer") and isinstance(getattr(model, "norm", None), nn.Module):
+        return "norm"
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.ModuleList | nn.Sequential) and len(blocks) > 0:
+        last_name, last = list(blocks.named_children())[-1]
+        if isinstance(getattr(last, "norm1", None), nn.Module) and isinstance(getattr(last, "attn", None), nn.Module):
+            return f"blocks.{last_name}.norm1"
+    return None
+
+
 def default_layer_for(model: nn.Module) -> str | None:
     """The layer to explain by default: the model's ``default_layer`` attribute, else the
     last conv stage of a known torchvision family (ResNet: layer4; VGG/AlexNet: the last
     MaxPool of features; DenseNet: features.norm5; MobileNet/EfficientNet/ConvNeXt: the last
     child of features; RegNet: trunk_output; ShuffleNetV2: conv5; segmentation FCN /
-    DeepLabV3 / LRASPP: the backbone's last stage), else None (auto-detect)."""
+    DeepLabV3 / LRASPP: the backbone's last stage), else None (auto-detect).
+
+    Transformers: the normalisation before the last block's attention, where the patch
+    tokens still receive gradient (after the last block only the class token reaches the
+    head): torchvision ViT ``encoder.layers.encoder_layer_<last>.ln_1``, timm ViT/DeiT
+    ``blocks.<last>.norm1``; Swin, which has no class token: the last stage's output after
+    the final norm (torchvision: ``permute``, already (B,C,h,w); timm: ``norm``)."""
     inner, prefix = unwrap(model)
     declared = getattr(inner, "default_layer", None)
     if isinstance(declared, str):
         return prefix + declared
+    if type(inner).__module__.startswith("timm."):
+        timm_name = _timm_transformer_layer(inner)
+        return prefix + timm_name if timm_name is not None else None
     family = _torchvision_family(inner)
     name: str | None = None
-    if family == "ResNet":
+    if family == "VisionTransformer":
+        last = list(inner.encoder.layers.named_children())[-1][0]
+        name = f"encoder.layers.{last}.ln_1"
+    elif family == "SwinTransformer":
+        name = "permute"
+    elif family == "ResNet":
         name = "layer4"
     elif family in ("VGG", "AlexNet"):
         pools = _pool_names(inner)

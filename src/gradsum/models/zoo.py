@@ -21,6 +21,9 @@ from gradsum.models.io import load_into, read_model_file
 from gradsum.models.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, Prepared, unwrap
 from gradsum.models.pilotnet import PilotNet
 from gradsum.models.small import DigitsNet, PotholeNet
+from gradsum.models.vit import IMG_SIZE as VIT_IMG_SIZE
+from gradsum.models.vit import PATCH_SIZE as VIT_PATCH_SIZE
+from gradsum.models.vit import ViTTiny
 
 __all__ = ["build", "BUILTIN_MODELS", "replace_head", "standard_normalization"]
 
@@ -28,9 +31,10 @@ BUILTIN_MODELS: dict[str, Callable[..., nn.Module]] = {
     "pilotnet": PilotNet,
     "potholenet": PotholeNet,
     "digitsnet": DigitsNet,
+    "vit-tiny": ViTTiny,
 }
 _SPEC_HELP = (
-    "'pilotnet', 'potholenet', 'digitsnet', 'torchvision:<name>' (e.g. torchvision:resnet18), "
+    "'pilotnet', 'potholenet', 'digitsnet', 'vit-tiny', 'torchvision:<name>' (e.g. torchvision:resnet18), "
     "'timm:<name>', or 'path/to/file.py:factory'"
 )
 
@@ -52,8 +56,9 @@ def build(
 ) -> nn.Module:
     """A model from `spec` and/or a local `weights` file, ready to take [0,1] pixels.
 
-    spec: 'pilotnet' | 'potholenet' | 'digitsnet' | 'torchvision:<name>' (any torchvision
-    classification or segmentation architecture: fcn_*, deeplabv3_*, lraspp_*) |
+    spec: 'pilotnet' | 'potholenet' | 'digitsnet' | 'vit-tiny' | 'torchvision:<name>' (any
+    torchvision classification or segmentation architecture: fcn_*, deeplabv3_*, lraspp_*,
+    vision transformers such as vit_b_16 and swin_t) |
     'timm:<name>' (needs the ``gradsum[timm]`` extra) | 'path/to/file.py:factory' (imports
     the file and calls ``factory()``, passing ``num_classes=`` when given). May be None when
     `weights` is a checkpoint written by gradsum (it carries a `ModelCard`) or a whole model
@@ -110,13 +115,13 @@ def build(
         spec = spec.strip()
         if content is not None and new_head:
             base_n = card.num_classes if card is not None else None
-            model = _architecture(spec, base_n)
+            model = _architecture(spec, base_n, content, card)
             load_into(model, content, weights)  # type: ignore[arg-type]
             if num_classes is not None and num_classes != base_n:
                 replace_head(model, num_classes)
             content = None
         else:
-            model = _architecture(spec, n_out)
+            model = _architecture(spec, n_out, content, card)
     stats = _normalization(model, card, normalize, mean, std)
     if stats is not None or output is not None:
         model = Prepared(model, *(stats[:2] if stats else (None, None)), output=output)
@@ -217,10 +222,11 @@ def _fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
     return None
 
 
-def _architecture(spec: str, num_classes: int | None) -> nn.Module:
+def _architecture(spec: str, num_classes: int | None, content: Any = None,
+                  card: ModelCard | None = None) -> nn.Module:
     key = spec.lower()
     if key in BUILTIN_MODELS:
-        return _builtin(key, num_classes)
+        return _builtin(key, num_classes, _vit_size(content, card) if key == "vit-tiny" else {})
     if key.startswith("torchvision:"):
         return _torchvision(spec.split(":", 1)[1], num_classes)
     if key.startswith("timm:"):
@@ -232,12 +238,30 @@ def _architecture(spec: str, num_classes: int | None) -> nn.Module:
     raise ValueError(f"unknown model spec {spec!r}{hint}; expected {_SPEC_HELP}")
 
 
-def _builtin(key: str, num_classes: int | None) -> nn.Module:
+def _builtin(key: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Module:
     if num_classes is None:
-        return BUILTIN_MODELS[key]()
+        return BUILTIN_MODELS[key](**kwargs)
     if key == "pilotnet":
-        return PilotNet(outputs=num_classes)
-    return BUILTIN_MODELS[key](num_classes=num_classes)
+        return PilotNet(outputs=num_classes, **kwargs)
+    return BUILTIN_MODELS[key](num_classes=num_classes, **kwargs)
+
+
+def _vit_size(content: Any, card: ModelCard | None) -> dict[str, Any]:
+    """``{"img_size": (H, W)}`` for a ViTTiny whose weights in `content` were learned at
+    another size than the default (its position embedding has one token per patch of that
+    size): the checkpoint card's input size when it fits, else nothing (the default size)."""
+    state = content.state_dict() if isinstance(content, nn.Module) else content
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        return {}
+    pos = next((v for k, v in state.items() if k.rpartition(".")[2] == "pos_embed"), None)
+    size = card.input_size if card is not None else None
+    if pos is None or getattr(pos, "ndim", 0) != 3 or size is None or tuple(size) == VIT_IMG_SIZE:
+        return {}
+    patch = VIT_PATCH_SIZE
+    fits = size[0] % patch == 0 and size[1] % patch == 0 and (size[0] // patch) * (size[1] // patch) == pos.shape[1] - 1
+    return {"img_size": tuple(size)} if fits else {}
 
 
 def _torchvision(name: str, num_classes: int | None) -> nn.Module:
