@@ -10,6 +10,7 @@ Rows (targets from issue 14):
 - GAE / pytorch-grad-cam GradCAM on encoder.layers[-1].ln_1 with its documented ViT
   reshape_transform (drop the class token, reshape the 14x14 grid): <= 1.2
 - LeGrad (all blocks) / torchcam LeGrad on the same blocks: <= 1.0
+- Grad-CAM on the token layer (gradsum's layout adapter) / the same pytorch-grad-cam GradCAM
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def main() -> None:
         with torch.no_grad():
             return model(x)
 
+    ours_gradcam = gs.explainer("gradcam", model)  # auto: encoder.layers[-1].ln_1, tokens laid out by core/tokens
     rollout = gs.explainer("attention-rollout", model)
     gae = gs.explainer("gae", model)
     legrad = gs.explainer("legrad", model)
@@ -74,6 +76,7 @@ def main() -> None:
         "rollout": lambda: rollout(x, target=targets),
         "gae": lambda: gae(x, target=targets),
         "gradcam": lambda: gradcam(input_tensor=x, targets=peer_targets),
+        "ours-gradcam": lambda: ours_gradcam(x, target=targets),
         "legrad": lambda: legrad(x, target=targets),
         "torchcam-legrad": torchcam_legrad,
     }
@@ -84,6 +87,8 @@ def main() -> None:
         ("attention rollout / one plain forward", times["rollout"], times["forward"], 1.1),
         ("GAE / pytorch-grad-cam GradCAM (ln_1 + reshape_transform)", times["gae"], times["gradcam"], 1.2),
         ("LeGrad / torchcam LeGrad (all blocks)", times["legrad"], times["torchcam-legrad"], 1.0),
+        ("Grad-CAM on the token layer / pytorch-grad-cam GradCAM (same layer, reshape)", times["ours-gradcam"],
+         times["gradcam"], 1.0),
     ]
     print("| comparison | gradsum s | reference s | ratio | target |")
     print("|---|---:|---:|---:|---:|")

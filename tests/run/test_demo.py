@@ -10,7 +10,8 @@ import pytest
 from browser import needs_chromium, open_page
 from gradsum.run.demo import DemoConfig, run_demo
 
-TINY = DemoConfig(steer_train=48, steer_epochs=2, pothole_train=48, pothole_epochs=1, test=16, baseline=1,
+TINY = DemoConfig(steer_train=48, steer_epochs=2, pothole_train=48, pothole_epochs=1, vit_train=48, vit_epochs=1,
+                  test=16, baseline=1,
                   gallery=2, eval_images=2, sanity_images=2,
                   method_options={"integrated-gradients": {"steps": 4}},
                   eval_options={"integrated-gradients": {"steps": 4}, "rise": {"n_masks": 50},
@@ -30,7 +31,7 @@ def test_demo_writes_every_stage(demo_run):
     spec = json.loads((out / "report.json").read_text())
     ids = [s["id"] for s in spec["sections"]]
     for expected in ("data", "models", "heatmaps", "pothole_gradsum", "comparison", "epochs", "images", "evaluation",
-                     "sanity"):
+                     "sanity", "vit", "vit_evaluation"):
         assert expected in ids
     assert len(list((out / "models" / "pilotnet" / "checkpoints").glob("epoch_*.pt"))) == 2
     profile = pd.read_parquet(out / "tables" / "pothole_profile_images.parquet")
@@ -41,6 +42,26 @@ def test_demo_writes_every_stage(demo_run):
     assert {"gradcam", "integrated-gradients"} <= set(bench["method"])
     verdict = next(s for s in spec["sections"] if s["id"] == "pothole_gradsum")["verdict"]
     assert verdict
+    verdicts = pd.read_parquet(out / "tables" / "vit_verdicts.parquet")
+    assert set(zip(verdicts["model"], verdicts["method"], strict=True)) == {
+        ("CNN", "gradcam"), ("ViT", "gradcam"), ("ViT", "attention-rollout"), ("ViT", "gae"), ("ViT", "legrad")}
+    vit_bench = pd.read_parquet(out / "tables" / "vit_benchmark.parquet")
+    assert {"attention", "attention-rollout", "gae", "legrad", "gradcam", "random"} == set(vit_bench["method"])
+    assert (out / "models" / "vit_shortcut" / "checkpoints" / "epoch_001.pt").exists()
+
+
+def test_against_random_is_paired_per_image():
+    from gradsum.run.demo_vit import _against_random
+
+    rows = []
+    for i in range(6):
+        noise = 0.01 * (i % 3)
+        rows += [("good", i, "deletion", 0.2 + noise), ("random", i, "deletion", 0.4 + noise + 0.05 * (i % 2)),
+                 ("same", i, "deletion", 0.4 + noise + 0.05 * ((i + 1) % 2)),
+                 ("good", i, "ebpg", 0.3), ("random", i, "ebpg", 0.1 + noise), ("same", i, "ebpg", 0.1 + noise)]
+    text = _against_random(pd.DataFrame(rows, columns=["method", "sample", "metric", "value"]))
+    assert "good on deletion and EBPG" in text
+    assert "same: not distinguishable from the random map" in text
 
 
 @needs_chromium
@@ -49,5 +70,6 @@ def test_demo_report_renders_in_chromium(demo_run):
     errors, images, headings = open_page(report)
     assert errors == []
     assert len(images) >= 10 and all(done and width > 0 for done, width in images)
-    for heading in ("Data", "Models and training", "Heatmaps", "GradSUM profile", "Model and method comparison"):
+    for heading in ("Data", "Models and training", "Heatmaps", "GradSUM profile", "Model and method comparison",
+                    "CNN versus ViT: can attention maps be used?"):
         assert heading in headings

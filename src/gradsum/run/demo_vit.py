@@ -22,6 +22,7 @@ __all__ = ["vit_comparison", "VIT_METHODS", "VIT_EVAL_METHODS"]
 VIT_METHODS = ["gradcam", "attention-rollout", "gae", "legrad"]
 #: methods rated on the ViT, with the random-map control
 VIT_EVAL_METHODS = ["attention", "attention-rollout", "gae", "legrad", "gradcam", "random"]
+_SHORT = {"gradcam": "Grad-CAM", "attention-rollout": "rollout", "gae": "GAE", "legrad": "LeGrad"}
 
 
 def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: Any, test: Any,
@@ -72,9 +73,9 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
 
     log("CNN versus ViT: heatmaps on the same scenes")
     batch = gs.data.samples.collate([test[i] for i in range(cfg.gallery)])
-    rows: dict[str, Any] = {"CNN gradcam": gs.explainer("gradcam", cnn, layer=cnn_layer)(batch.images, 0)}
+    rows: dict[str, Any] = {"CNN Grad-CAM": gs.explainer("gradcam", cnn, layer=cnn_layer)(batch.images, 0)}
     for method in VIT_METHODS:
-        rows[f"ViT {method}"] = gs.explainer(method, vit)(batch.images, 0)
+        rows[f"ViT {_SHORT[method]}"] = gs.explainer(method, vit)(batch.images, 0)
     save_figure(out / "figures/vit_gallery.png", gs.viz.grid(batch.images, rows, titles=list(batch.ids)))
 
     accuracy = history.final.get("val_accuracy", float("nan"))
@@ -111,12 +112,50 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
         vit, boxed, methods, target=1, batch_size=8, seed=cfg.seed,
         metric_options={"deletion": {"deletion_substrate": "blur", "steps": cfg.curve_steps},
                         "drop": {"substrate": "blur"}, "increase": {"substrate": "blur"}})
+    spec.text(_nature_sentence(summary))
+    spec.text(_against_random(result.per_image))
     evaluation_section(out, spec, result, prefix="vit_", title="Evaluation of the attention methods on the ViT",
                        intro=(
         "The ViT explained for the 'pothole' class on held-out scenes with potholes; the ground truth is the "
         "pothole boxes (metrics as in the CNN's evaluation above). 'random' is a map of uniform random numbers: "
         "a method that does not beat it on a metric tells nothing on this model by that metric."))
     return {"history": history, "summary": summary, "verdicts": verdict_table, "evaluation": result.table()}
+
+
+def _nature_sentence(summary: Any) -> str:
+    """The shortcut category's enrichment for every model and method, in one sentence."""
+    rows = summary[(summary["level"] == "category") & (summary["category"] == "nature")]
+    parts = [f"{r['model / method']} {r['pooled_enrichment']:.2f}x" for _, r in rows.iterrows()]
+    return ("Enrichment of nature (vegetation and terrain, the shortcut) — " + ", ".join(parts) + "; 1.00x is "
+            "attended as often as it occurs.")
+
+
+def _against_random(per_image: Any) -> str:
+    """Which methods beat the random map on deletion AUC (lower is better) and EBPG (higher):
+    paired per image (method - random on the same image), the mean difference's 95% interval
+    (1.96 standard errors) excluding 0."""
+    if "random" not in set(per_image["method"]):
+        return ""
+    images = per_image["sample"].nunique()
+    verdicts: dict[str, list[str]] = {}
+    for metric, better in (("deletion", -1), ("ebpg", +1)):
+        wide = per_image[per_image["metric"] == metric].pivot_table(index="sample", columns="method", values="value")
+        for method in [m for m in wide.columns if m != "random"]:
+            diff = (wide[method] - wide["random"]).dropna()
+            if len(diff) < 2:
+                continue
+            half = 1.96 * float(diff.std(ddof=1)) / len(diff) ** 0.5
+            if better * float(diff.mean()) > half:
+                verdicts.setdefault(method, []).append(metric.replace("ebpg", "EBPG"))
+    methods = [m for m in dict.fromkeys(per_image["method"]) if m != "random"]
+    parts = [f"{m} on {' and '.join(verdicts[m])}" for m in methods if m in verdicts]
+    neither = [m for m in methods if m not in verdicts]
+    text = ("Against the random map, paired per image over " + f"{images} images (95% interval of the mean "
+            "difference excluding 0): " + ("; ".join(parts) if parts else "no method beats it") + ".")
+    if neither:
+        text += (f" {', '.join(neither)}: not distinguishable from the random map on this model by deletion AUC or "
+                 "EBPG.")
+    return text
 
 
 def _only_method(profile: Any, method: str) -> Any:
