@@ -214,7 +214,7 @@ def _image_header(path: Path) -> tuple[int, int]:
     """(H, W) from the file's header, checked against the pixel limit, before decoding."""
     from PIL import Image, UnidentifiedImageError
 
-    from gradsum.data._files import MAX_IMAGE_PIXELS
+    from gradsum.data._files import MAX_IMAGE_PIXELS, oriented_size
 
     if not path.is_file():
         raise UserError(f"image file not found: {path}")
@@ -222,6 +222,7 @@ def _image_header(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             w, h = img.size
+            shown = oriented_size(img)  # a photo stored sideways is explained upright
     except Image.DecompressionBombError:
         raise UserError(f"image {path} is far above {limit} (its header claims more pixels than PIL "
                         "will decode); downscale it first") from None
@@ -229,7 +230,7 @@ def _image_header(path: Path) -> tuple[int, int]:
         raise UserError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if w * h > MAX_IMAGE_PIXELS:
         raise UserError(f"image {path} is {w}x{h} pixels, above {limit}; downscale it first")
-    return h, w
+    return shown
 
 
 def _plan(paths: list[Path], headers: list[tuple[int, int]], size: tuple[int, int] | None,

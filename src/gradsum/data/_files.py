@@ -24,7 +24,7 @@ import torch
 from .labels import LabelTable
 from .samples import Sample
 
-__all__ = ["DataError", "FileDataset", "read_rgb", "read_label", "ON_ERROR", "MAX_IMAGE_PIXELS", "SKIP_HINT",
+__all__ = ["DataError", "FileDataset", "read_rgb", "read_label", "oriented_size", "exif_orientation", "ON_ERROR", "MAX_IMAGE_PIXELS", "SKIP_HINT",
            "check_pixels"]
 
 ON_ERROR = ("raise", "skip")
@@ -90,11 +90,50 @@ def _open(path: Path):  # type: ignore[no-untyped-def]
     return im
 
 
+#: Pillow's modes for 16-bit single-channel data (a 16-bit grey PNG opens as "I;16" or "I")
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+#: EXIF orientations (tag 274) that turn the stored image by 90 degrees: height and width swap
+_TRANSPOSED = (5, 6, 7, 8)
+
+
+def exif_orientation(im) -> int:  # type: ignore[no-untyped-def]
+    """The EXIF orientation tag of an opened image (1 = as stored; 2-8 mirror/rotate)."""
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a broken EXIF block: show the pixels as stored
+        return 1
+
+
+def oriented_size(im) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(H, W) of an opened image as it is displayed, i.e. after its EXIF orientation."""
+    w, h = im.size
+    return (w, h) if exif_orientation(im) in _TRANSPOSED else (h, w)
+
+
+def _rgb_array(im) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """(H,W,3) float32 in [0,1]: 16-bit grey scaled by 65535 (Pillow would clip it to white
+    when converting to RGB), float images clipped to [0,1], every other mode (RGB, 16-bit RGB
+    read at 8 bits, grey, palette, CMYK, alpha dropped) through Pillow's RGB conversion / 255."""
+    if im.mode in _SIXTEEN_BIT:
+        grey = np.clip(np.asarray(im).astype(np.float32) / np.float32(65535.0), 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode == "F":
+        grey = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+
+
 def read_rgb(path: str | Path) -> torch.Tensor:
-    """Decode an image file to float32 (3,H,W) in [0,1] (grey and palette images become RGB)."""
+    """Decode an image file to float32 (3,H,W) in [0,1], as it is displayed: its EXIF
+    orientation applied (a phone photo stored sideways comes out upright); 16-bit grey by
+    65535; grey, palette, CMYK and alpha images as RGB. The one decoder of the CLI and every
+    reader."""
     im = _open(Path(path))
-    arr = np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
-    return torch.from_numpy(arr.astype(np.float32) / np.float32(255.0))
+    if exif_orientation(im) != 1:
+        from PIL import ImageOps
+
+        im = ImageOps.exif_transpose(im)
+    return torch.from_numpy(np.ascontiguousarray(_rgb_array(im).transpose(2, 0, 1)))
 
 
 def read_label(path: str | Path, table: LabelTable | None) -> torch.Tensor:
