@@ -278,3 +278,35 @@ def test_driving_log_udacity_interpolated_csv(tmp_path):
     assert len(DrivingLog(tmp_path / "interpolated.csv")) == 3
     with pytest.raises(ValueError, match="where= column 'camera'"):
         DrivingLog(tmp_path / "interpolated.csv", where={"camera": "x"})
+
+
+# --------------------------------------------------------------------- files stay inside the root
+def test_driving_log_refuses_rows_outside_the_root(tmp_path):
+    root = tmp_path / "log"
+    path = _driving(root)
+    outside = _save(_rgb(12, 24, 9), tmp_path / "elsewhere" / "photo.png")
+    with path.open("a", newline="") as fh:
+        csv.writer(fh).writerow(["../elsewhere/photo.png", "IMG/left_0.jpg", "IMG/right_0.jpg", "0.1", "0", "0", "0"])
+    with pytest.raises(DataError, match=r"line 5: image '../elsewhere/photo.png'.*outside the dataset root.*"
+                                        r"allow_outside_root=true"):
+        DrivingLog(path)
+    with path.open("a", newline="") as fh:
+        csv.writer(fh).writerow([str(outside), "IMG/left_0.jpg", "IMG/right_0.jpg", "0.1", "0", "0", "0"])
+    with pytest.warns(UserWarning):
+        skipped = DrivingLog(path, on_error="skip")
+    assert len(skipped) == 3 and len(skipped.skipped) == 2  # both the relative and the absolute row
+    allowed = DrivingLog(path, allow_outside_root=True)
+    assert len(allowed) == 5 and allowed[3].meta["path"] == str(root / "../elsewhere/photo.png")
+    assert len(load_dataset(f"driving:{path}:allow_outside_root=true")) == 5
+
+
+def test_voc_refuses_ids_outside_the_root(tmp_path):
+    root = tmp_path / "voc"
+    _voc(root)
+    _save(_rgb(30, 40, 3), tmp_path / "x.jpg")
+    (root / "ImageSets/Main/train.txt").write_text("000001\n../../x\n")
+    with pytest.raises(DataError, match=r"image id '../../x'.*outside the dataset root"):
+        VOCDetection(root, split="train")
+    with pytest.warns(UserWarning):
+        ds = VOCDetection(root, split="train", on_error="skip")
+    assert len(ds) == 1

@@ -24,7 +24,8 @@ import torch
 from .labels import LabelTable
 from .samples import Sample
 
-__all__ = ["DataError", "FileDataset", "read_rgb", "read_label", "oriented_size", "exif_orientation", "ON_ERROR", "MAX_IMAGE_PIXELS", "SKIP_HINT",
+__all__ = ["DataError", "FileDataset", "read_rgb", "read_label", "oriented_size", "exif_orientation",
+           "inside_root", "outside_root_error", "ON_ERROR", "MAX_IMAGE_PIXELS", "SKIP_HINT",
            "check_pixels"]
 
 ON_ERROR = ("raise", "skip")
@@ -88,6 +89,22 @@ def _open(path: Path):  # type: ignore[no-untyped-def]
         raise DataError(path, f"cannot decode image ({exc}): the file is truncated or not an image",
                         f"re-export it, or {SKIP_HINT}") from None
     return im
+
+
+def inside_root(path: Path, root: Path) -> bool:
+    """Whether `path` lies under `root` once both are made absolute and their '..' parts
+    resolved (lexically: a symlink the user placed inside the dataset is followed as usual)."""
+    import os
+
+    full, base = os.path.abspath(path), os.path.abspath(root)
+    return full == base or full.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def outside_root_error(path: Path, root: Path, where: str) -> DataError:
+    """The one-line refusal of a listed file outside the dataset root."""
+    return DataError(path, f"{where} lies outside the dataset root {root}; gradsum reads only files under the "
+                           "root", "add allow_outside_root=true to the data spec (Python: allow_outside_root=True) "
+                                  "if you trust this list")
 
 
 #: Pillow's modes for 16-bit single-channel data (a 16-bit grey PNG opens as "I;16" or "I")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._files import DataError, FileDataset, read_label, read_rgb
+from ._files import DataError, FileDataset, inside_root, outside_root_error, read_label, read_rgb
 from .labels import CITYSCAPES, LabelTable
 from .samples import Sample
 
@@ -49,6 +49,8 @@ class DrivingLog(FileDataset):
             "center_camera"} for the Udacity self-driving-car data's interpolated.csv.
         on_error: "raise" or "skip".
         transform: Sample -> Sample, applied last.
+        allow_outside_root: read image paths that lie outside `root` (absolute paths elsewhere,
+            "../" rows); by default such a row is refused (one line naming it).
     """
 
     def __init__(
@@ -63,8 +65,10 @@ class DrivingLog(FileDataset):
         where: Mapping[str, str] | None = None,
         on_error: str = "raise",
         transform: Callable[[Sample], Sample] | None = None,
+        allow_outside_root: bool = False,
     ) -> None:
         super().__init__(on_error, transform)
+        self.allow_outside_root = bool(allow_outside_root)
         self.csv_path = Path(csv_path)
         if not self.csv_path.is_file():
             raise FileNotFoundError(f"{self.csv_path}: driving-log CSV does not exist")
@@ -124,6 +128,10 @@ class DrivingLog(FileDataset):
             for col, ci in zip(image_columns, icols, strict=True):
                 raw = row[ci].strip() if ci < len(row) else ""
                 path = self._resolve(raw)
+                if isinstance(path, DataError):
+                    self._problem(raw, DataError(self.csv_path, f"line {line}: image {raw!r} ({path.path}) "
+                                                 f"{path.reason}", path.hint))
+                    continue
                 if path is None:
                     self._problem(raw or self.csv_path, FileNotFoundError(
                         f"{self.csv_path} line {line}: image {raw!r} not found (tried as given, "
@@ -146,16 +154,22 @@ class DrivingLog(FileDataset):
             raise ValueError(f"{self.csv_path} has no data rows")
         self._finish(items)
 
-    def _resolve(self, raw: str) -> Path | None:
+    def _resolve(self, raw: str) -> Path | DataError | None:
+        """The image file a CSV cell names: as given (absolute), relative to the root, or by
+        file name under root/IMG or root. A file outside the root is refused (a DataError is
+        returned) unless allow_outside_root; None when nothing exists."""
         if not raw:
             return None
         p = Path(raw)
         name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+        outside = None
         for cand in (p if p.is_absolute() else None, self.root / p, self.root / "IMG" / name,
                      self.root / name):  # fmt: skip
             if cand is not None and cand.is_file():
-                return cand
-        return None
+                if self.allow_outside_root or inside_root(cand, self.root):
+                    return cand
+                outside = outside or cand
+        return outside_root_error(outside, self.root, "is a file that") if outside is not None else None
 
     def _item_path(self, item: Any) -> str:
         return str(item[0])

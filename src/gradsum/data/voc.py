@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ._files import DataError, FileDataset, read_label, read_rgb
+from ._files import DataError, FileDataset, inside_root, outside_root_error, read_label, read_rgb
 from .labels import VOC, VOC_CLASSES
 from .samples import Sample
 
@@ -39,6 +39,8 @@ class VOCDetection(FileDataset):
             missing is an error), False (never).
         keep_difficult: keep objects marked difficult (boxes and target); default True.
         on_error: "raise" or "skip".
+        allow_outside_root: read ids of the ImageSets list that point outside JPEGImages/ ("../x");
+            by default such an id is refused (one line naming it).
         transform: Sample -> Sample, applied last.
     """
 
@@ -53,6 +55,7 @@ class VOCDetection(FileDataset):
         keep_difficult: bool = True,
         on_error: str = "raise",
         transform: Callable[[Sample], Sample] | None = None,
+        allow_outside_root: bool = False,
     ) -> None:
         super().__init__(on_error, transform)
         root = Path(root)
@@ -75,6 +78,10 @@ class VOCDetection(FileDataset):
             raise ValueError(f"{listing} lists no image ids")
         items = []
         for iid in ids:
+            if not allow_outside_root and not inside_root(root / "JPEGImages" / f"{iid}.jpg", root / "JPEGImages"):
+                self._problem(listing, outside_root_error(
+                    listing, root, f"image id {iid!r} (read as {root / 'JPEGImages' / f'{iid}.jpg'})"))
+                continue
             img = root / "JPEGImages" / f"{iid}.jpg"
             xml = root / "Annotations" / f"{iid}.xml"
             seg = root / "SegmentationClass" / f"{iid}.png"
