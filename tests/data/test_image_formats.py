@@ -64,3 +64,19 @@ def test_explain_reads_a_sixteen_bit_png_and_an_exif_photo(tmp_path, sixteen_bit
     maps = np.load(tmp_path / "out" / "maps.npz")
     shapes = sorted(maps[k].shape[-2:] for k in maps.files)
     assert (40, 20) in shapes and (64, 256) in shapes
+
+
+def test_pixel_limit_names_the_variable_that_raises_it(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((300, 400, 3), dtype=np.uint8)).save(path)
+    code = ("import sys; from gradsum.data._files import read_rgb, DataError\n"
+            "try:\n    print(tuple(read_rgb(sys.argv[1]).shape))\nexcept DataError as e:\n    print(e)")
+    env = {**__import__("os").environ, "GRADSUM_MAX_IMAGE_PIXELS": "100000"}
+    low = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True)
+    assert "over the limit of 100,000 pixels" in low.stdout and "GRADSUM_MAX_IMAGE_PIXELS=<pixels>" in low.stdout
+    env["GRADSUM_MAX_IMAGE_PIXELS"] = "200_000"
+    high = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True)
+    assert high.stdout.strip() == "(3, 300, 400)"

@@ -214,22 +214,28 @@ def _image_header(path: Path) -> tuple[int, int]:
     """(H, W) from the file's header, checked against the pixel limit, before decoding."""
     from PIL import Image, UnidentifiedImageError
 
-    from gradsum.data._files import MAX_IMAGE_PIXELS, oriented_size
+    from gradsum.data._files import (
+        MAX_IMAGE_PIXELS,
+        RAISE_LIMIT_HINT,
+        match_pillow_limit,
+        oriented_size,
+    )
 
     if not path.is_file():
         raise UserError(f"image file not found: {path}")
     limit = f"the limit of {MAX_IMAGE_PIXELS // 1_000_000} megapixels (MAX_IMAGE_PIXELS)"
     try:
+        match_pillow_limit()
         with Image.open(path) as img:
             w, h = img.size
             shown = oriented_size(img)  # a photo stored sideways is explained upright
     except Image.DecompressionBombError:
         raise UserError(f"image {path} is far above {limit} (its header claims more pixels than PIL "
-                        "will decode); downscale it first") from None
+                        f"will decode); downscale it first, {RAISE_LIMIT_HINT}") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if w * h > MAX_IMAGE_PIXELS:
-        raise UserError(f"image {path} is {w}x{h} pixels, above {limit}; downscale it first")
+        raise UserError(f"image {path} is {w}x{h} pixels, above {limit}; downscale it first, {RAISE_LIMIT_HINT}")
     return shown
 
 

@@ -13,6 +13,7 @@ Validation policy (the same for every reader):
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,9 +31,26 @@ __all__ = ["DataError", "FileDataset", "read_rgb", "read_label", "oriented_size"
 
 ON_ERROR = ("raise", "skip")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+#: the environment variable that raises (or lowers) MAX_IMAGE_PIXELS, read at import
+MAX_PIXELS_VARIABLE = "GRADSUM_MAX_IMAGE_PIXELS"
+
+
+def _max_image_pixels(default: int = 64_000_000) -> int:
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").replace("_", "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE}={os.environ[MAX_PIXELS_VARIABLE]!r} must be a whole number of "
+                         "pixels, e.g. 200000000")
+    return int(text)
+
+
 #: the most pixels (H*W) gradsum decodes from one image file; a header claiming more (a
-#: "decompression bomb" or a mistaken file) is refused before any pixel is decoded
-MAX_IMAGE_PIXELS = 64_000_000
+#: "decompression bomb" or a mistaken file) is refused before any pixel is decoded.
+#: Set the environment variable GRADSUM_MAX_IMAGE_PIXELS to change it.
+MAX_IMAGE_PIXELS = _max_image_pixels()
+#: how to raise the limit, for the messages that name it
+RAISE_LIMIT_HINT = f"or raise the limit with the environment variable {MAX_PIXELS_VARIABLE}=<pixels>"
 #: how to leave unreadable files out, in the CLI's words and in Python's
 SKIP_HINT = "leave bad files out with the data SPEC option on_error=skip (e.g. folder:DIR:on_error=skip; " \
             "Python: on_error='skip')"
@@ -56,6 +74,15 @@ def check_pixels(height: int, width: int, what: str = "image") -> None:
                          f"{MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS); use a smaller size")
 
 
+def match_pillow_limit() -> None:
+    """Let Pillow open what gradsum's own limit allows (when the user raised MAX_IMAGE_PIXELS
+    above Pillow's decompression-bomb limit with GRADSUM_MAX_IMAGE_PIXELS)."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
 def _open(path: Path):  # type: ignore[no-untyped-def]
     """Open an image file, check its size from the header (before decoding), then decode it."""
     import re
@@ -64,6 +91,7 @@ def _open(path: Path):  # type: ignore[no-untyped-def]
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file does not exist")
+    match_pillow_limit()
     try:
         with warnings.catch_warnings():  # PIL warns from 89 MP; our own limit below is lower
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -72,7 +100,8 @@ def _open(path: Path):  # type: ignore[no-untyped-def]
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
         raise DataError(path, f"the image header claims {size}, over the limit of {MAX_IMAGE_PIXELS:,} pixels "
-                              "(MAX_IMAGE_PIXELS); nothing was decoded", f"shrink the image, or {SKIP_HINT}") from None
+                              "(MAX_IMAGE_PIXELS); nothing was decoded",
+                        f"shrink the image, {RAISE_LIMIT_HINT}, or {SKIP_HINT}") from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
         raise DataError(path, f"cannot decode image ({exc}): the file is truncated or not an image",
                         f"re-export it, or {SKIP_HINT}") from None
@@ -81,7 +110,7 @@ def _open(path: Path):  # type: ignore[no-untyped-def]
         im.close()
         raise DataError(path, f"the image header claims {h}x{w} = {w * h:,} pixels (HxW), over the limit of "
                               f"{MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS); nothing was decoded",
-                        f"shrink the image, or {SKIP_HINT}")
+                        f"shrink the image, {RAISE_LIMIT_HINT}, or {SKIP_HINT}")
     try:
         im.load()
     except Exception as exc:
