@@ -49,3 +49,24 @@ def test_profile_user_errors(tmp_path):
     assert result.exit_code == 2 and "unknown method" in result.output
     result = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "report.json" in result.output
+
+
+def test_profile_refuses_to_resume_with_overwritten_weights(tmp_path):
+    import torch
+
+    model = tmp_path / "net.py"
+    model.write_text(FACTORY)
+    weights = tmp_path / "w.pt"
+    namespace: dict = {}
+    exec(FACTORY, namespace)
+    net = namespace["factory"]()
+    torch.save(net.state_dict(), weights)
+    out = tmp_path / "run"
+    args = ["profile", "--model", f"{model}:factory", "--weights", str(weights), "--data",
+            "roads:4:task=pothole,size=32x64", "--layer", "3", "--baseline", "0", "--out", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    with torch.no_grad():
+        net[-1].weight.add_(1.0)
+    torch.save(net.state_dict(), weights)  # same path, new content
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "different profile job" in again.output

@@ -96,3 +96,56 @@ def test_rerun_skips_finished_shards_and_refuses_a_different_job(tmp_path):
     assert len(other) == 10 and len(calls) == 7
     with pytest.raises(ValueError, match="at least one item"):
         Job("toy", {}, n_items=0)
+
+
+def _toy(calls):
+    def compute(items):
+        calls.append(list(items))
+        return pd.DataFrame({"item": list(items)})
+
+    return compute
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_shards_without_a_readable_manifest_are_never_mixed_in(tmp_path, damage):
+    calls: list = []
+    job = Job("toy", {"seed": 1}, n_items=8, shard_size=4)
+    run_sharded(tmp_path, job, _toy(calls))
+    manifest = tmp_path / "manifest.json"
+    if damage == "missing":
+        manifest.unlink()
+    else:
+        manifest.write_text("{ not json")
+    other = Job("toy", {"seed": 2}, n_items=8, shard_size=4)
+    word = "missing" if damage == "missing" else "unreadable"
+    with pytest.raises(RunFolderError, match=rf"holds 2 toy shard\(s\) but its manifest.json is {word}"):
+        run_sharded(tmp_path, other, _toy(calls))
+    assert len(calls) == 2
+    again = run_sharded(tmp_path, other, _toy(calls), overwrite=True)  # recomputed from scratch
+    assert len(again) == 8 and len(calls) == 4
+
+
+def test_leftover_temporary_files_are_removed_on_resume(tmp_path):
+    calls: list = []
+    job = Job("toy", {}, n_items=8, shard_size=4)
+    run_sharded(tmp_path, job, _toy(calls))
+    leftover = tmp_path / "shards" / ".toy_00001.parquet.abc123.tmp"
+    leftover.write_bytes(b"half a shard")
+    run_sharded(tmp_path, job, _toy(calls))
+    assert not leftover.exists() and len(calls) == 2
+
+
+def test_batch_size_is_part_of_the_profile_job(tmp_path):
+    import torch
+    from torch import nn
+
+    from gradsum.data import RoadScenes
+    from gradsum.run import profile_job
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).eval()
+    data = RoadScenes(4, size=(16, 32), seed=0, task="pothole")
+    profile_job(model, data, tmp_path, layer="1", batch_size=2)
+    with pytest.raises(RunFolderError, match="different profile job"):
+        profile_job(model, data, tmp_path, layer="1", batch_size=4)

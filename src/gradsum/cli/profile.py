@@ -136,7 +136,12 @@ def profile_command(
     if target:
         target_spec = "label" if target == "label" else _int(target)
     card = gs.models.card_of(net)
-    config = {"model": model, "weights": str(weights) if weights else None, "data": data,
+    from gradsum.run.store import file_sha256
+
+    # the weights' content, not their path, identifies the job: a file overwritten under the same name
+    # (a new epoch, a retrained model) is a different job, never resumed into the old one's shards
+    config = {"model": model, "weights": str(weights) if weights else None,
+              "weights_sha256": file_sha256(weights) if weights else None, "data": data,
               "card": card.to_dict() if card else None}
     bar, update = progress_bar("profiling")
     with bar:

@@ -42,12 +42,14 @@ def profile_job(
     manifest.json, shards/profile_*.parquet, profile.parquet (all rows, model and random
     copies), profile_images.parquet, profile_summary.parquet and, with a baseline,
     baseline_summary.parquet. `config` identifies the job for resuming (the CLI passes the
-    specs it was given); the settings below are added to it."""
+    specs it was given and the SHA-256 of the weights file); the settings below, batch_size
+    included, are added to it."""
     table = table_of(dataset, label_table)
     computer = ProfileComputer(model, table, list(methods), layer=layer, target=target, normalize=normalize,  # type: ignore[arg-type]
                                threshold=threshold, batch_size=batch_size, baseline=baseline, seed=seed,
                                model_name=model_name, epoch=epoch, device=device)
-    job = Job("profile", {**(config or {}), **computer.settings}, len(dataset), shard_size)
+    # every setting that changes numbers identifies the job (batched float arithmetic differs by ~1e-7)
+    job = Job("profile", {**(config or {}), **computer.settings, "batch_size": batch_size}, len(dataset), shard_size)
 
     def compute(items: range) -> Any:
         return computer.rows(dataset, list(items))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from gradsum.run.store import write_bytes, write_json
+from gradsum.run.store import remove_partial_files, write_bytes, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -127,12 +127,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def _check_manifest(out: Path, job: Job, overwrite: bool) -> None:
     path = out / "manifest.json"
-    manifests = {}
+    manifests: dict[str, Any] = {}
+    problem = None
     if path.is_file():
         try:
             manifests = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            manifests = {}
+            if not isinstance(manifests, dict):
+                raise ValueError("not a JSON object")
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            manifests, problem = {}, f"is unreadable ({str(exc).splitlines()[0]})"
+    else:
+        problem = "is missing"
+    shards = sorted((out / "shards").glob(f"{job.kind}_*.parquet"))
+    if problem is not None and shards:  # shards that no manifest vouches for: never mixed in
+        if not overwrite:
+            raise RunFolderError(
+                f"run folder {out} holds {len(shards)} {job.kind} shard(s) but its manifest.json {problem}, so "
+                f"nothing says which job wrote them; delete {out / 'shards'} or pass --overwrite"
+            )
+        for old in shards:
+            old.unlink()
     existing = manifests.get("jobs", {}).get(job.kind)
     if existing is not None:
         same = json.loads(json.dumps(job.identity(), default=str)) == {k: existing.get(k) for k in job.identity()}
@@ -167,6 +181,8 @@ def run_sharded(
     out.mkdir(parents=True, exist_ok=True)
     _check_manifest(out, job, overwrite)
     shard_dir = out / "shards"
+    remove_partial_files(shard_dir)  # what a killed run was writing
+    remove_partial_files(out)
 
     def shard_path(k: int) -> Path:
         return shard_dir / f"{job.kind}_{k:05d}.parquet"

@@ -15,7 +15,7 @@ import numpy as np
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["atomic_write", "write_bytes", "write_text", "write_json", "save_png", "save_figure",
+__all__ = ["file_sha256", "remove_partial_files", "atomic_write", "write_bytes", "write_text", "write_json", "save_png", "save_figure",
            "save_maps", "load_maps"]
 
 
@@ -35,6 +35,30 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mod
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's content (hex), read in 1 MiB chunks: the identity of a weights
+    file in a job, so that a file overwritten under the same name is a different job."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove_partial_files(folder: str | os.PathLike[str]) -> int:
+    """Delete the temporary files an interrupted `atomic_write` left in `folder` (".*.tmp");
+    returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    leftovers = list(folder.glob(".*.tmp"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
