@@ -149,3 +149,24 @@ def test_batch_size_is_part_of_the_profile_job(tmp_path):
     profile_job(model, data, tmp_path, layer="1", batch_size=2)
     with pytest.raises(RunFolderError, match="different profile job"):
         profile_job(model, data, tmp_path, layer="1", batch_size=4)
+
+
+def test_shards_are_verified_on_resume(tmp_path):
+    import shutil
+
+    calls: list = []
+    job = Job("toy", {"seed": 1}, n_items=12, shard_size=4)
+    first = run_sharded(tmp_path, job, _toy(calls))
+    shards = tmp_path / "shards"
+    shards.joinpath("toy_00001.parquet").write_bytes(b"PAR1 damaged")  # corrupt: recomputed
+    again = run_sharded(tmp_path, job, _toy(calls))
+    assert calls[-1] == [4, 5, 6, 7] and len(calls) == 4
+    pd.testing.assert_frame_equal(first, again)
+    shutil.copy(shards / "toy_00000.parquet", shards / "toy_00002.parquet")  # a valid shard copied over another
+    with pytest.raises(RunFolderError, match="holds items 0-4, not 8-12"):
+        run_sharded(tmp_path, job, _toy(calls))
+    foreign = tmp_path / "other"
+    run_sharded(foreign, Job("toy", {"seed": 2}, n_items=12, shard_size=4), _toy(calls))
+    shutil.copy(foreign / "shards" / "toy_00002.parquet", shards / "toy_00002.parquet")  # another job's shard
+    with pytest.raises(RunFolderError, match="was written by another job"):
+        run_sharded(tmp_path, job, _toy(calls))

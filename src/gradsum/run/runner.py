@@ -112,11 +112,51 @@ def manifest_for(job: Job) -> dict[str, Any]:
     }
 
 
-def write_table(path: str | Path, frame: pd.DataFrame) -> Path:
-    """Parquet, written atomically."""
+def write_table(path: str | Path, frame: pd.DataFrame, stamp: dict[str, str] | None = None) -> Path:
+    """Parquet, written atomically; `stamp` goes into the file's key-value metadata (a shard
+    records the job it belongs to and the items it holds)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if stamp:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               **{f"gradsum.{k}".encode(): v.encode() for k, v in stamp.items()}})
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    pq.write_table(table, buf)
     return write_bytes(path, buf.getvalue())
+
+
+def _job_digest(job: Job) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(job.identity(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _shard_stamp(job: Job, k: int) -> dict[str, str]:
+    items = job.items(k)
+    return {"job": _job_digest(job), "items": f"{items.start}-{items.stop}"}
+
+
+def _verify_shard(path: Path, job: Job, k: int) -> bool:
+    """True when the shard on disk is the one this job writes at position k; False when it is
+    unreadable (a damaged file: recomputed); RunFolderError when it is another job's shard or
+    holds other items (copied over, or from another shard size)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:
+        path.unlink(missing_ok=True)
+        return False
+    found = {k.decode()[len("gradsum."):]: v.decode() for k, v in meta.items() if k.startswith(b"gradsum.")}
+    expected = _shard_stamp(job, k)
+    if found != expected:
+        what = ("was written by another job" if found.get("job") != expected["job"]
+                else f"holds items {found.get('items')}, not {expected['items']}")
+        raise RunFolderError(f"shard {path} {what}; it does not belong in this run folder: delete it (it will "
+                             "be recomputed) or pass --overwrite")
+    return True
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -187,13 +227,13 @@ def run_sharded(
     def shard_path(k: int) -> Path:
         return shard_dir / f"{job.kind}_{k:05d}.parquet"
 
-    todo = [k for k in range(job.n_shards) if not shard_path(k).is_file()]
+    todo = [k for k in range(job.n_shards) if not (shard_path(k).is_file() and _verify_shard(shard_path(k), job, k))]
     done_items = sum(len(job.items(k)) for k in range(job.n_shards) if k not in todo)
     if progress is not None:
         progress(done_items, job.n_items)
     engine = engine or LocalEngine()
     for k, frame in engine.map(lambda k: compute(job.items(k)), todo):
-        write_table(shard_path(k), frame)
+        write_table(shard_path(k), frame, _shard_stamp(job, k))
         done_items += len(job.items(k))
         if progress is not None:
             progress(done_items, job.n_items)
