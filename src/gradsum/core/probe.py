@@ -196,12 +196,6 @@ class Probe:
                                                  tokens=self.tokens, reshape=self.reshape)
         return self._layouts[name]
 
-    def _spatial_grid(self, name: str, tensor: torch.Tensor) -> tuple[int, int] | None:
-        try:
-            return self.layout(name, tensor).grid
-        except LayoutError:
-            return None
-
     # --- "auto" ------------------------------------------------------------------------------
 
     def pre_attention_norms(self) -> list[str]:
@@ -260,10 +254,9 @@ class Probe:
         for name, tensor, _ in self._candidates:
             if tensor.ndim != 4:
                 continue
-            grid = self._spatial_grid(name, tensor)
-            if grid is not None and grid[0] * grid[1] > 1:
-                candidates.append((name, tensor.shape[1] if self._layouts[name].kind != "channels_last"
-                                   else tensor.shape[3]))
+            layout = self.layout(name, tensor)  # a 4-D output is channels-first or channels-last
+            if layout.grid[0] * layout.grid[1] > 1:
+                candidates.append((name, tensor.shape[3 if layout.kind == "channels_last" else 1]))
         if not candidates:
             raise SpatialLayerError(
                 f"no layer of {type(self.model).__name__} outputs a spatial map (B,C,h,w) larger than 1x1; "

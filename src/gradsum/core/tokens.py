@@ -111,21 +111,17 @@ class Layout:
         )
 
 
-def _inner_modules(model: nn.Module) -> list[nn.Module]:
-    return list(model.modules())
-
-
 def prefix_tokens(model: nn.Module) -> int | None:
     """Prefix tokens (class, distillation, register) of a token model, found from its
     structure — timm's ``num_prefix_tokens``, else the sizes of its ``cls_token`` /
     ``class_token`` / ``dist_token`` / ``reg_token`` / ``register_tokens`` parameters (each
     (1,k,C)) — through any wrapper; None when the model has none of them."""
-    for module in _inner_modules(model):
+    for module in model.modules():
         n = getattr(module, "num_prefix_tokens", None)
         if isinstance(n, int) and not isinstance(n, bool):
             return n
     count = None
-    for module in _inner_modules(model):
+    for module in model.modules():
         for name, p in module._parameters.items():
             if name in _PREFIX_PARAMETERS and p is not None and p.ndim == 3:
                 count = (count or 0) + int(p.shape[1])
@@ -165,7 +161,7 @@ def parse_tokens(tokens: TokenSpec) -> int | None:
 
 def patch_stride(model: nn.Module) -> int | None:
     """The stride of the patch embedding: the first Conv2d whose kernel equals its stride (> 1)."""
-    for module in _inner_modules(model):
+    for module in model.modules():
         if (isinstance(module, nn.Conv2d) and module.kernel_size == module.stride and module.stride[0] > 1
                 and module.stride[0] == module.stride[1]):
             return int(module.stride[0])

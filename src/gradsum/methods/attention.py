@@ -29,7 +29,7 @@ from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.targets import BoundTarget, Target
 from gradsum.core.tokens import parse_tokens, token_grid
 from gradsum.methods._args import check_choice, check_flag, check_int, check_number
-from gradsum.methods.base import Explainer, upsample
+from gradsum.methods.base import Explainer, upsample, zero_gradient_images
 from gradsum.methods.registry import register
 
 __all__ = [
@@ -63,6 +63,12 @@ def fuse_heads(a: torch.Tensor, how: HeadFusion = "mean") -> torch.Tensor:
     if how == "min":
         return a.amin(dim=1)
     raise ValueError(f"unknown head_fusion {how!r}; use 'mean', 'max' or 'min'")
+
+
+def _zero_setting(gradients: list[torch.Tensor]) -> dict[str, list[int]]:
+    """{"zero_gradients": [...]} when some image's gradients are zero at every block, else {}."""
+    images = zero_gradient_images(gradients)
+    return {"zero_gradients": images} if images else {}
 
 
 def _discard_lowest(fused: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -216,14 +222,6 @@ def _reject_unknown(name: str, unknown: dict[str, Any], known: tuple[str, ...]) 
         close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     raise TypeError(f"{name} got unknown option(s) {', '.join(hints)}; it takes {', '.join(known)}")
-
-
-def _zero_gradients(gradients: list[torch.Tensor]) -> dict[str, list[int]]:
-    """{"zero_gradients": images whose gradients are zero at every block} when there are any
-    (a zero-initialised head: the base class then says so in its ZeroMapWarning)."""
-    largest = torch.stack([g.flatten(1).abs().amax(dim=1) for g in gradients]).amax(dim=0)
-    images = (largest == 0).nonzero().flatten().tolist()
-    return {"zero_gradients": images} if images else {}
 
 
 def _self_attentions(captured: list[torch.Tensor], batch: int, model: nn.Module, method: str) -> list[torch.Tensor]:
@@ -393,7 +391,7 @@ class GAE(AttentionExplainer):
             gradients = [torch.zeros_like(a) if g is None else g for a, g in zip(used, gradients, strict=True)]
             row = gae_relevance([a.detach() for a in used], gradients)[:, 0, :]
         return self._result(row, x, layout, bound, scores, Cost(forward_passes=batch, backward_passes=batch),
-                            {"start_block": self.start_block, "blocks": len(used), **_zero_gradients(gradients)})
+                            {"start_block": self.start_block, "blocks": len(used), **_zero_setting(gradients)})
 
 
 @register("legrad", family="attention", passes="1 forward + 1 backward (all blocks at once)",
@@ -483,7 +481,7 @@ class LeGrad(AttentionExplainer):
         with torch.no_grad():
             gradients = [torch.zeros_like(a) if g is None else g for a, g in zip(maps, gradients, strict=True)]
             relevance = legrad_relevance(gradients)
-            zero = _zero_gradients(gradients)
+            zero = _zero_setting(gradients)
         return self._result(relevance, x, layout, bound, scores, Cost(forward_passes=batch, backward_passes=backward),
                             {"start_block": self.start_block, "blocks": len(maps), "pool": self.pool,
                              "score_projection": "given" if self.projection_given else "model",

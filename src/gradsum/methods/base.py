@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -23,7 +23,7 @@ from gradsum.core.targets import TargetSpec, resolve_target
 T = TypeVar("T")
 
 __all__ = ["Explainer", "check_input", "prepare_input", "run_on_model", "model_dtype", "warn_zero_maps",
-           "ZeroMapWarning",
+           "ZeroMapWarning", "zero_gradient_images",
            "contiguous_result", "upsample"]
 
 
@@ -121,6 +121,17 @@ class ZeroMapWarning(UserWarning):
     def __init__(self, message: str, method: str = "", images: list[int] | None = None, cause: str = "") -> None:
         super().__init__(message)
         self.method, self.images, self.cause = method, images or [], cause
+
+
+def zero_gradient_images(grads: Sequence[torch.Tensor | None]) -> list[int]:
+    """Images whose gradient is exactly zero in every tensor of `grads` (one per layer or block;
+    None entries ignored): a zero-initialised head, as torchvision gives a new ViT, or an output
+    that ignores them. Stored as settings["zero_gradients"], which `warn_zero_maps` names."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return []
+    zero = torch.stack([g.flatten(1).abs().amax(dim=1) == 0 for g in present]).all(dim=0)
+    return zero.nonzero().flatten().tolist() if bool(zero.any()) else []
 
 
 def warn_zero_maps(attribution: Attribution, family: str = "") -> None:

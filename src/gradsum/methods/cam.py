@@ -18,7 +18,7 @@ from gradsum.core.normalize import minmax
 from gradsum.core.probe import Probe
 from gradsum.core.targets import BoundTarget, Target
 from gradsum.core.tokens import Reshape, TokenSpec, parse_tokens
-from gradsum.methods.base import Explainer, upsample
+from gradsum.methods.base import Explainer, upsample, zero_gradient_images
 from gradsum.methods.registry import register
 
 __all__ = [
@@ -288,7 +288,7 @@ def compute_cams(
     grads: list[torch.Tensor | None] = (
         probe.gradients(scores, names, spatial=True) if needs_grad else [None] * len(names)  # type: ignore[assignment]
     )
-    zero_gradients = _zero_gradient_images(grads)
+    zero_gradients = zero_gradient_images(grads)
     batch = x.shape[0]
     cost = Cost(forward_passes=batch, backward_passes=batch if needs_grad else 0)
     size = (x.shape[-2], x.shape[-1])
@@ -317,16 +317,6 @@ def compute_cams(
                              if zero_gradients and CAM_FUNCTIONS[method].needs_gradients else {})},
             )
     return results
-
-
-def _zero_gradient_images(grads: Sequence[torch.Tensor | None]) -> list[int]:
-    """Images whose gradient is exactly zero at every explained layer (a zero-initialised
-    head, as torchvision gives a new ViT, or an output that ignores the layer)."""
-    present = [g for g in grads if g is not None]
-    if not present:
-        return []
-    zero = torch.stack([g.flatten(1).abs().amax(dim=1) == 0 for g in present]).all(dim=0)
-    return zero.nonzero().flatten().tolist() if bool(zero.any()) else []
 
 
 class CAMExplainer(Explainer):

@@ -34,6 +34,7 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
     import gradsum as gs
     from gradsum.report.plots import comparison_bars
     from gradsum.report.sections_eval import evaluation_section
+    from gradsum.run.demo import _only
     from gradsum.run.runner import write_table
     from gradsum.run.store import save_figure
     from gradsum.semantic import shortcut_findings, shortcut_verdict
@@ -64,7 +65,7 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
     verdicts = []
     for name, profile in (("CNN", prof_cnn), ("ViT", prof_vit)):
         for method in dict.fromkeys(profile.images["method"]):
-            only = _only_method(profile, method)
+            only = _only(profile, method=method)
             findings = shortcut_findings(only)
             verdicts.append({"model": name, "method": method, "shortcut found": bool(findings),
                              "verdict": shortcut_verdict(only)})
@@ -156,13 +157,3 @@ def _against_random(per_image: Any) -> str:
         text += (f" {', '.join(neither)}: not distinguishable from the random map on this model by deletion AUC or "
                  "EBPG.")
     return text
-
-
-def _only_method(profile: Any, method: str) -> Any:
-    from gradsum.semantic import Profile
-
-    images = profile.images[profile.images["method"] == method].reset_index(drop=True)
-    base = profile.baseline
-    if base is not None:
-        base = base[base["method"] == method].reset_index(drop=True)
-    return Profile(images, profile.settings, base)
