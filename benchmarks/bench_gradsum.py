@@ -17,8 +17,7 @@ import gradsum as gs
 from gradsum.core.layers import resolve_layers
 from gradsum.core.layout import prefers_channels_last
 from gradsum.core.probe import Probe, preserved_state
-from gradsum.data.samples import collate
-from gradsum.semantic.profile import iterate_batches
+from gradsum.data.samples import batches_by_size, collate
 
 
 class InMemory(torch.utils.data.Dataset):
@@ -37,7 +36,7 @@ def bare_passes(model, dataset, layer, batch_size):
     """What Grad-CAM needs and nothing else: forward with the probe, target, autograd.grad."""
     target = gs.core.targets.resolve_target(None)
     with preserved_state(model):
-        for batch in iterate_batches(dataset, batch_size):
+        for _, batch in batches_by_size(dataset, range(len(dataset)), batch_size):
             images = batch.images
             if prefers_channels_last(model, images):  # the same input layout as gs.explain uses
                 images = images.contiguous(memory_format=torch.channels_last)

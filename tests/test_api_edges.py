@@ -335,7 +335,7 @@ def test_any_finite_l2_budget_is_accepted(eps: float) -> None:
 @FAST
 @given(st.lists(st.integers(-10, 10), min_size=1, max_size=6))
 def test_gradsum_indices_must_be_distinct_positions(indices: list[int]) -> None:
-    from gradsum.semantic import _check_indices
+    from gradsum.semantic.engine import _check_indices
 
     n = 4
     valid = all(0 <= i < n for i in indices) and len(set(indices)) == len(indices)

@@ -94,3 +94,10 @@ def train_digits(seed: int = 0, epochs: int = 3) -> tuple[nn.Module, torch.Tenso
         acc = (model(x[test]).argmax(1) == y[test]).float().mean().item()
     model.zero_grad(set_to_none=True)
     return model, x[test], y[test], acc
+
+
+def voc_net(num_classes: int = 20) -> nn.Module:
+    """A tiny CNN with `num_classes` outputs (a FILE.py:FACTORY model for CLI tests)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes)).eval()

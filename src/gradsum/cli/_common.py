@@ -10,12 +10,26 @@ from typing import Any, TypeVar
 import typer
 
 __all__ = ["UserError", "user_errors", "fail", "split_list", "layer_option", "parse_size", "check_out_dir",
-           "MAX_SIDE", "RESIZE_POLICIES"]
+           "MAX_SIDE", "RESIZE_POLICIES", "DATA_SIZE_OPTION", "RESIZE_OPTION", "data_size",
+           "METHOD_OPTION_OPTION", "method_options", "check_methods_build", "progress_bar", "progress_bars"]
 
 #: the largest image side a command accepts in --size (a 100000x100000 request is refused
 #: before anything is allocated)
 MAX_SIDE = 8192
 RESIZE_POLICIES = ("letterbox", "stretch", "center-crop")
+#: --size / --resize of the dataset commands (profile, evaluate, features, attack, train, data preview)
+DATA_SIZE_OPTION = typer.Option(
+    None, "--size", help="Bring every image (and its segmentation and boxes) to HxW, e.g. 224x224 (default: "
+                         "images keep their own sizes; images of one size are batched together).")
+RESIZE_OPTION = typer.Option(
+    None, "--resize", help="How --size is reached when the aspect ratio differs: letterbox (fit, pad grey; "
+                           "segmentation padded as void) | stretch | center-crop (default: the data SPEC's "
+                           "resize=, else letterbox).")
+#: --option METHOD.KEY=VALUE (repeatable), for explain, profile and evaluate
+METHOD_OPTION_OPTION = typer.Option(
+    None, "--option", help="A method option, METHOD.KEY=VALUE, repeatable: e.g. --option rise.n_masks=2000 "
+                           "--option integrated-gradients.steps=32 (values: numbers, true/false, none, text, "
+                           "or JSON lists).")
 _DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
 
@@ -95,8 +109,97 @@ def parse_size(text: str | None, option: str = "--size", minimum: int = 4) -> tu
     return values[0], values[1]
 
 
+def data_size(size: str | None, resize: str | None = None) -> dict[str, Any]:
+    """--size / --resize -> keyword arguments for `gradsum.data.load_dataset` ({} without
+    --size; no "resize" without --resize, so that the SPEC's resize= or letterbox applies);
+    both are checked before any image is read."""
+    if resize is not None and resize not in RESIZE_POLICIES:
+        raise UserError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
+    hw = parse_size(size)
+    if hw is None:  # (a command may bring its images to another size, e.g. the checkpoint's, with --resize)
+        return {}
+    return {"size": f"{hw[0]}x{hw[1]}", **({"resize": resize} if resize else {})}
+
+
 def check_out_dir(out: Path, option: str = "--out") -> Path:
     """--out must be a folder (existing or not), never an existing file."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{option} {out} is a file; give a folder for the results (it is created if missing)")
     return out
+
+
+def _option_value(text: str) -> Any:
+    """'32' -> 32, '0.5' -> 0.5, 'true' -> True, 'none' -> None, '[2, 3]' -> [2, 3], else the text."""
+    import json
+
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip()
+
+
+def method_options(values: list[str] | None, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """--option METHOD.KEY=VALUE ... -> {method: {key: value}}; the method must be one of
+    `methods` and take the option (checked before any model is run)."""
+    import gradsum as gs
+    from gradsum.methods.registry import check_method_options
+
+    chosen = {gs.method_info(m).name: m for m in methods}
+    options: dict[str, dict[str, Any]] = {}
+    for text in values or []:
+        head, eq, value = text.partition("=")
+        method, dot, key = head.strip().rpartition(".")
+        if not eq or not dot or not method or not key.strip():
+            raise UserError(f"--option must look like METHOD.KEY=VALUE (e.g. rise.n_masks=2000); got {text!r}")
+        name = gs.method_info(method).name
+        if name not in chosen:
+            raise UserError(f"--option {text!r} is for {name}, which is not among the methods run "
+                            f"({', '.join(methods)}); add it to the methods or drop the option")
+        key = key.strip()
+        if key in ("layer", "progress"):
+            raise UserError(f"--option {text!r}: {key} is not a method option here" +
+                            ("; use --layer" if key == "layer" else ""))
+        check_method_options(name, {key: None})
+        options.setdefault(chosen[name], {})[key] = _option_value(value)
+    return options
+
+
+def check_methods_build(model: Any, methods: list[str], layer: Any, options: dict[str, dict[str, Any]]) -> None:
+    """Build each method once on the model, before any data is read, so that a bad --layer or
+    --option value is one line naming the option."""
+    import gradsum as gs
+
+    for name in methods:
+        try:
+            gs.explainer(name, model, layer=layer, **options.get(name, {}))
+        except (ValueError, TypeError) as exc:
+            if not options.get(name):
+                raise
+            given = " ".join(f"--option {name}.{k}={v}" for k, v in options[name].items())
+            raise UserError(f"{given}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def progress_bar(description: str):  # type: ignore[no-untyped-def]
+    """A rich progress bar and its progress(done, total) callback; use the bar as a context manager."""
+    bar, update = progress_bars([description])
+    return bar, lambda done, total: update(description, done, total)
+
+
+def progress_bars(descriptions: list[str]):  # type: ignore[no-untyped-def]
+    """One rich progress bar per description (e.g. per method) and the callback
+    progress(description, done, total); use the bar as a context manager."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   transient=False)
+    tasks = {d: bar.add_task(d, total=None) for d in descriptions}
+
+    def update(description: str, done: int, total: int) -> None:
+        bar.update(tasks[description], completed=done, total=total)
+
+    return bar, update

@@ -13,7 +13,7 @@ from gradsum.cli._common import UserError
 __all__ = [
     "MODEL_HELP", "MODEL_OPTION", "WEIGHTS_OPTION", "NUM_CLASSES_OPTION", "NORMALIZE_OPTION", "MEAN_OPTION",
     "STD_OPTION", "OUTPUT_OPTION", "TRUST_OPTION", "load_model", "parse_output", "explained_target",
-    "model_output",
+    "model_output", "DATA_TARGET_HELP", "data_target",
 ]
 
 MODEL_HELP = ("Model SPEC: pilotnet | potholenet | digitsnet | torchvision:NAME (classification or segmentation, "
@@ -137,3 +137,47 @@ def explained_target(output: Any, target: int | None, sign: int | None) -> Any:
     if target is not None and not 0 <= target < n:
         raise UserError(f"--target {target} is out of range: the model has {n} outputs (0..{n - 1})")
     return target
+
+
+DATA_TARGET_HELP = ("What to explain: a class index, a class NAME (e.g. person on VOC), 'label' (each image's own "
+                    "label; multi-label data such as VOC: every class present in the image), or nothing for the "
+                    "predicted class (output 0 for regressors).")
+
+
+def data_target(text: str | None, dataset: Any, net: Any, data: str) -> Any:
+    """--target of a dataset command -> the target spec: None, "label", a class index (a
+    class NAME is looked up in the dataset's classes, then the model's class names), or a
+    Target for segmentation / regression models (as `explained_target`). 'label' on data
+    without labels, an unknown name or an index out of range is a one-line error."""
+    sample = dataset[0]
+    output = model_output(net, sample.image[None])
+    if text is None or text == "":
+        return explained_target(output, None, None)
+    if text == "label":
+        if sample.target is None:
+            raise UserError(f"--target label: the data {data} has no labels (no image target); explain the "
+                            "prediction (drop --target) or give a class index or name")
+        n = output.flatten(1).shape[1]
+        import torch
+
+        label = torch.as_tensor(sample.target)
+        if label.ndim == 1 and label.numel() != n:
+            raise UserError(f"--target label: the images of {data} have {label.numel()}-class multi-hot labels "
+                            f"but the model has {n} outputs")
+        return "label"
+    try:
+        index = int(text)
+    except ValueError:
+        import gradsum as gs
+
+        names = list(getattr(dataset, "classes", None) or gs.models.card_of(net).class_names or [])
+        if text not in names:
+            import difflib
+
+            close = difflib.get_close_matches(text, names, n=3)
+            known = f"; did you mean {', '.join(close)}?" if close else (
+                f"; the classes are {', '.join(names[:25])}" if names else
+                "; neither the data nor the model names its classes: give a class index")
+            raise UserError(f"--target {text!r} is not a class index, 'label' or a class name{known}") from None
+        index = names.index(text)
+    return explained_target(output, index, None)

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from ._common import UserError, check_out_dir, parse_size, user_errors
+from ._common import RESIZE_OPTION, UserError, check_out_dir, user_errors
 from ._model import (
     MEAN_OPTION,
     MODEL_OPTION,
@@ -24,12 +24,14 @@ from ._model import (
     model_output,
 )
 from .features import (
+    CARD_SIZE_OPTION,
     card_size,
     check_pixels_at_once,
     load_images,
     load_model,
     positive,
     save_tensor,
+    size_options,
     staged_output,
     write_csv,
 )
@@ -44,7 +46,7 @@ attack_app = typer.Typer(
 
 # options shared by every attack command (one definition, one help text)
 LIMIT_OPTION = typer.Option(64, "--limit", help="Number of images.")
-SIZE_OPTION = typer.Option(None, "--size", help="Resize images to HxW (default: the checkpoint's input size).")
+SIZE_OPTION = CARD_SIZE_OPTION
 TARGET_OPTION = typer.Option(None, "--target", help="Targeted attack towards this class.")
 NORMS = {"inf": "inf", "linf": "inf", "2": "2", "l2": "2"}
 
@@ -163,13 +165,14 @@ def _report(name: str, out: Path, model: Any, images: Any, adv: Any, labels: Any
 
 def _setup(model: str | None, weights: Path | None, num_classes: int | None, normalize: str, mean: str | None,
            std: str | None, output: str | None, trust: bool, data: str, size: str | None,
-           limit: int) -> tuple[Any, Any, list[str], list[Any], int]:
-    """Model, images (first `limit` of --data, at --size or the checkpoint's input size),
-    ids, targets and the model's number of classes; every check done, nothing written."""
-    hw = parse_size(size)
+           limit: int, resize: str | None = None) -> tuple[Any, Any, list[str], list[Any], int]:
+    """Model, images (first `limit` of --data, at --size or the checkpoint's input size,
+    reached with --resize), ids, targets and the model's number of classes; every check done,
+    nothing written."""
+    hw, resize = size_options(size, resize)
     positive(limit, "--limit")
     net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust)
-    images, ids, targets = load_images(data, hw or card_size(net), limit)
+    images, ids, targets = load_images(data, hw, limit, resize=resize, default_size=card_size(net))
     return net, images, ids, targets, _class_count(net, images)
 
 
@@ -184,6 +187,7 @@ def fgsm(
     target: int | None = TARGET_OPTION,
     limit: int = LIMIT_OPTION,
     size: str | None = SIZE_OPTION,
+    resize: str | None = RESIZE_OPTION,
     num_classes: int | None = NUM_CLASSES_OPTION,
     normalize: str = NORMALIZE_OPTION,
     mean: str | None = MEAN_OPTION,
@@ -200,7 +204,7 @@ def fgsm(
     check_out_dir(out)
     _budget(eps, "--eps")
     net, images, ids, targets, n = _setup(model, weights, num_classes, normalize, mean, std, output, trust_pickle,
-                                          data, size, limit)
+                                          data, size, limit, resize)
     _check_class(target, n)
     labels, kind = _labels(net, images, targets, n, data)
     adv = ga.fgsm(net, images, labels if target is None else target, eps=eps, targeted=target is not None)
@@ -223,6 +227,7 @@ def pgd(
     seed: int = typer.Option(0, "--seed", help="Seed of the random start."),
     limit: int = LIMIT_OPTION,
     size: str | None = SIZE_OPTION,
+    resize: str | None = RESIZE_OPTION,
     num_classes: int | None = NUM_CLASSES_OPTION,
     normalize: str = NORMALIZE_OPTION,
     mean: str | None = MEAN_OPTION,
@@ -242,7 +247,7 @@ def pgd(
     _budget(alpha, "--alpha", p)
     positive(steps, "--steps")
     net, images, ids, targets, n = _setup(model, weights, num_classes, normalize, mean, std, output, trust_pickle,
-                                          data, size, limit)
+                                          data, size, limit, resize)
     _check_class(target, n)
     labels, kind = _labels(net, images, targets, n, data)
     adv = ga.pgd(net, images, labels if target is None else target, eps=eps, alpha=alpha, steps=steps, norm=p,
@@ -265,6 +270,7 @@ def deepfool(
                                                                      "(default: 10, or all when fewer)."),
     limit: int = LIMIT_OPTION,
     size: str | None = SIZE_OPTION,
+    resize: str | None = RESIZE_OPTION,
     num_classes: int | None = NUM_CLASSES_OPTION,
     normalize: str = NORMALIZE_OPTION,
     mean: str | None = MEAN_OPTION,
@@ -285,7 +291,7 @@ def deepfool(
     if candidates is not None and candidates < 2:
         raise UserError(f"--candidates must be >= 2 (the predicted class and at least one other), got {candidates}")
     net, images, ids, targets, n = _setup(model, weights, num_classes, normalize, mean, std, output, trust_pickle,
-                                          data, size, limit)
+                                          data, size, limit, resize)
     if candidates is not None and candidates > n:
         raise UserError(f"--candidates {candidates} is more than the model's {n} classes; give 2..{n}")
     cand = candidates if candidates is not None else min(10, n)
@@ -330,6 +336,7 @@ def universal(
                                                               "for the transfer matrix (repeat)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image order."),
     size: str | None = SIZE_OPTION,
+    resize: str | None = RESIZE_OPTION,
     num_classes: int | None = NUM_CLASSES_OPTION,
     normalize: str = NORMALIZE_OPTION,
     mean: str | None = MEAN_OPTION,
@@ -356,14 +363,14 @@ def universal(
     positive(max_passes, "--max-passes")
     others = _parse_transfer(transfer)
     net, images, _, _, _ = _setup(model, weights, num_classes, normalize, mean, std, output, trust_pickle,
-                                  data, size, limit)
+                                  data, size, limit, resize)
     need = math.ceil(1 / delta - 1e-9)
     if images.shape[0] < need:
         raise UserError(f"--delta {delta:g} needs at least {need} images (got {images.shape[0]}); "
                         "give a larger --limit or --data, or a larger --delta")
     evals = images
     if eval_data is not None:
-        evals = load_images(eval_data, tuple(images.shape[-2:]), limit)[0]  # type: ignore[arg-type]
+        evals = load_images(eval_data, tuple(images.shape[-2:]), limit, resize=resize)[0]  # type: ignore[arg-type]
         _class_count(net, evals)
     models = {"model": net}
     for name, spec, w in others:  # every model is loaded and checked before the attack runs
@@ -407,7 +414,9 @@ def fool(
     data: str | None = typer.Option(None, "--data", help="Start from these images (default: noise)."),
     n: int = typer.Option(4, "--n", help="Number of images."),
     size: str | None = typer.Option(None, "--size", help="Image size HxW (default: the checkpoint's input size; "
-                                                         "noise start without one: 64x64)."),
+                                                         "noise start without one: 64x64); --data images are "
+                                                         "brought to it with --resize."),
+    resize: str | None = RESIZE_OPTION,
     level: float = typer.Option(0.99, "--level", help="Stop once p(target) exceeds this (0 < level < 1)."),
     alpha: float = typer.Option(1 / 255, "--alpha", help="Step size in pixel units."),
     max_steps: int = typer.Option(500, "--max-steps", help="Steps at most."),
@@ -434,13 +443,12 @@ def fool(
     _open_fraction(level, "--level", "a probability")
     _budget(alpha, "--alpha")
     positive(max_steps, "--max-steps")
-    hw = parse_size(size)
+    hw, resize = size_options(size, resize)
     net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
-    hw = hw or card_size(net)
     if data is not None:
-        start, ids, _ = load_images(data, hw, n)
+        start, ids, _ = load_images(data, hw, n, resize=resize, default_size=card_size(net))
     else:
-        hw = hw or (64, 64)
+        hw = hw or card_size(net) or (64, 64)
         check_pixels_at_once(n, hw, "--n", "give a smaller --n or --size")
         start, ids = None, [f"noise{i}" for i in range(n)]
     probe = start[:1] if start is not None else torch.zeros(1, 3, *hw)  # type: ignore[misc]

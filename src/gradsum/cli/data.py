@@ -6,7 +6,8 @@ from typing import Any
 
 import typer
 
-from ._common import UserError, check_out_dir, parse_size, user_errors
+from ._common import RESIZE_OPTION, UserError, check_out_dir, parse_size, user_errors
+from .features import data_size_option, size_options
 
 __all__ = ["register", "synth", "preview", "info", "SCAN_PROGRESS_FROM"]
 
@@ -70,22 +71,39 @@ def preview(
     cols: int = typer.Option(2, "--cols", help="Samples per row."),
     scale: int = typer.Option(2, "--scale", help="Nearest-neighbour upscaling (the result may hold at most "
                                                  "64 megapixels)."),
+    size: str | None = data_size_option("images keep their own sizes; when they differ, each tile is letterboxed "
+                                        "into the first image's size"),
+    resize: str | None = RESIZE_OPTION,
 ) -> None:
-    """Save a grid of images beside their colourised segmentations.
+    """Save a grid of images beside their colourised segmentations (and boxes).
 
     Example: gradsum data preview roads:12:seed=1 --out scenes.png --n 12
+
+    Photos of mixed sizes: gradsum data preview voc:VOC2007:split=val --size 224x224 --resize letterbox --out voc.png
     """
-    from gradsum.data import load_dataset, save_preview
+    import warnings
+
+    from gradsum.data import save_preview
+
+    from .features import open_dataset
 
     _positive(n, "--n")
     _positive(cols, "--cols")
     _positive(scale, "--scale")
+    hw, resize = size_options(size, resize)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give the preview's file name, e.g. --out {out / 'preview.png'}")
-    ds = load_dataset(spec)
+    ds = open_dataset(spec, hw, resize)
     if len(ds) == 0:
         raise UserError(f"{spec} has no samples")
-    save_preview(ds, out, min(n, len(ds)), cols=cols, scale=scale)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_preview(ds, out, min(n, len(ds)), cols=cols, scale=scale)
+    for w in caught:  # e.g. tiles of several sizes letterboxed into the first one's: one line each
+        if issubclass(w.category, UserWarning):
+            typer.echo(f"note: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     typer.echo(f"wrote {out}")
 
 

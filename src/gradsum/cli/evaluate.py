@@ -1,13 +1,26 @@
-"""`gradsum evaluate`: the methods x metrics benchmark table, with a report."""
+"""`gradsum evaluate`: the methods x metrics benchmark table over a dataset, resumable, with a report."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from gradsum.cli._common import UserError, check_out_dir, layer_option, split_list, user_errors
+from gradsum.cli._common import (
+    DATA_SIZE_OPTION,
+    METHOD_OPTION_OPTION,
+    RESIZE_OPTION,
+    UserError,
+    check_methods_build,
+    check_out_dir,
+    data_size,
+    layer_option,
+    method_options,
+    progress_bars,
+    split_list,
+    user_errors,
+)
 from gradsum.cli._model import (
+    DATA_TARGET_HELP,
     MEAN_OPTION,
     MODEL_OPTION,
     NORMALIZE_OPTION,
@@ -16,51 +29,25 @@ from gradsum.cli._model import (
     STD_OPTION,
     TRUST_OPTION,
     WEIGHTS_OPTION,
-    explained_target,
+    data_target,
     load_model,
-    model_output,
 )
 
 EVALUATE_HELP = """Evaluate heatmap methods: localisation against ground-truth boxes (EBPG, Bbox),
 faithfulness (Drop, Increase, deletion / insertion AUC), cost per image; one table and report.
+Resumable: each method is written as it finishes, in shards; re-run the same command after an
+interruption. Images of different sizes are evaluated at their own size (batched by size)
+unless --size is given.
 
 Examples:
 
-  gradsum evaluate --model potholenet --weights runs/demo/models/pothole_clean/checkpoints/epoch_005.pt --data roads:200:task=pothole --target 1 --only-with-boxes --methods gradcam,gradcam++,scorecam,integrated-gradients,rise,sise,adasise --out runs/eval
+  gradsum evaluate --model potholenet --weights runs/demo/models/pothole_clean/checkpoints/epoch_005.pt --data roads:200:task=pothole --target 1 --only-with-boxes --methods gradcam,gradcam++,scorecam,integrated-gradients,rise,sise,adasise --option rise.n_masks=1000 --out runs/eval
 
-  gradsum evaluate --model torchvision:resnet50 --weights r50.pt --data voc:VOC2007:split=test --methods gradcam,rise --out runs/voc
+  gradsum evaluate --model torchvision:resnet50 --weights r50.pt --data voc:VOC2007:split=test --target label --methods gradcam,rise --out runs/voc
 """
 
 DEFAULT_METHODS = "gradcam,gradcam++,integrated-gradients"
 DEFAULT_METRICS = "ebpg,bbox,drop,increase,deletion,insertion"
-
-
-class Subset:
-    """The items of a dataset at `indices` (keeps its label_table)."""
-
-    def __init__(self, dataset: Any, indices: list[int]):
-        self.dataset, self.indices = dataset, indices
-        self.label_table = getattr(dataset, "label_table", None)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.dataset[self.indices[i]]
-
-
-def with_boxes(dataset: Any, limit: int | None = None) -> Subset:
-    """The samples that have at least one ground-truth box (up to `limit`)."""
-    keep = []
-    for i in range(len(dataset)):
-        boxes = dataset[i].boxes
-        if boxes is not None and len(boxes) > 0:
-            keep.append(i)
-            if limit is not None and len(keep) >= limit:
-                break
-    if not keep:
-        raise UserError("no image of the data has ground-truth boxes; drop --only-with-boxes or use data with boxes")
-    return Subset(dataset, keep)
 
 
 def evaluate_command(
@@ -73,49 +60,75 @@ def evaluate_command(
     std: str = STD_OPTION,
     output: str = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
-    methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma-separated method names."),
+    methods: str = typer.Option(DEFAULT_METHODS, "--methods", "--method", help="Comma-separated method names."),
     metrics: str = typer.Option(DEFAULT_METRICS, "--metrics", help="Comma-separated metric names."),
+    option: list[str] = METHOD_OPTION_OPTION,
     layer: str = typer.Option("auto", "--layer"),
-    target: int = typer.Option(None, "--target", help="Class to explain (default: the predicted class)."),
+    target: str = typer.Option(None, "--target", help=DATA_TARGET_HELP),
     only_with_boxes: bool = typer.Option(False, "--only-with-boxes", help="Evaluate only images that have boxes."),
-    max_images: int = typer.Option(None, "--max-images"),
+    max_images: int = typer.Option(None, "--max-images", help="Evaluate the first N images (with boxes, with "
+                                                              "--only-with-boxes)."),
+    size: str = DATA_SIZE_OPTION,
+    resize: str | None = RESIZE_OPTION,
     batch_size: int = typer.Option(8, "--batch-size"),
+    shard_size: int = typer.Option(64, "--shard-size", help="Images per resumable shard."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different job already in --out."),
 ) -> None:
     import gradsum as gs
+    from gradsum.data.subsets import Subset, with_boxes
+    from gradsum.metrics.benchmark import METRICS
     from gradsum.report import ReportSpec, render_report
     from gradsum.report.sections_eval import evaluation_section
+    from gradsum.run import evaluate_job
+    from gradsum.run.store import file_sha256
 
     names = split_list(methods)
+    if not names:
+        raise UserError("--methods is empty; give at least one method name (see `gradsum methods`)")
     for name in names:
         gs.method_info(name)
-    from gradsum.metrics.benchmark import METRICS
-
     wanted = split_list(metrics)
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
         raise UserError(f"unknown metric(s) {unknown}; known: {', '.join(sorted(METRICS))}")
+    if not wanted:
+        raise UserError(f"--metrics is empty; known: {', '.join(sorted(METRICS))}")
+    options = method_options(option, names)
     check_out_dir(out)
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if batch_size < 1 or shard_size < 1:
+        raise UserError(f"--batch-size and --shard-size must be >= 1, got {batch_size} and {shard_size}")
     if max_images is not None and max_images < 1:
         raise UserError(f"--max-images must be >= 1, got {max_images}")
-    dataset = gs.data.load_dataset(data)
+    sizing = data_size(size, resize)
+    dataset = gs.data.load_dataset(data, **sizing)
     if len(dataset) == 0:
         raise UserError(f"--data {data} has no samples")
     if only_with_boxes:
         dataset = with_boxes(dataset, max_images)
+    elif max_images is not None and max_images < len(dataset):
+        dataset = Subset(dataset, range(max_images))
     net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, output=output,
                      trust=trust_pickle)
     model = model or gs.models.card_of(net).spec or "model"
-    target = explained_target(model_output(net, dataset[0].image[None]), target, None)
+    spec_target = data_target(target, dataset, net, data)
     layer_spec = layer_option(net, layer)
-    result = gs.metrics.benchmark(net, dataset, names, wanted, layer=layer_spec, target=target, batch_size=batch_size,
-                                  max_images=max_images, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
+    check_methods_build(net, names, layer_spec, options)
+    card = gs.models.card_of(net)
+    # the weights' content and every data choice identify the job (a changed file is never resumed into)
+    config = {"model": model, "weights": str(weights) if weights else None,
+              "weights_sha256": file_sha256(weights) if weights else None, "data": data, "size": sizing,
+              "only_with_boxes": only_with_boxes, "max_images": max_images, "images": len(dataset),
+              "card": card.to_dict() if card else None}
+    bar, update = progress_bars(names)
+    with bar:
+        result = evaluate_job(net, dataset, out, methods=names, metrics=wanted, layer=layer_spec,
+                              target=spec_target, batch_size=batch_size, shard_size=shard_size,
+                              method_options=options, seed=seed, config=config, overwrite=overwrite,
+                              progress=update)
     spec = ReportSpec(f"Evaluation of {model} on {data}", "heatmap methods x metrics")
-    evaluation_section(out, spec, result)
+    evaluation_section(out, spec, result, resized=sizing or None)
     spec.save(out)
     report = render_report(out)
     typer.echo(result.table().round(3).to_string())

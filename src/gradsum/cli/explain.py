@@ -1,18 +1,21 @@
 """`gradsum explain` (heatmaps for images or the built-in example) and `gradsum methods`."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from gradsum.cli._common import (
+    METHOD_OPTION_OPTION,
     RESIZE_POLICIES,
     UserError,
+    check_methods_build,
     check_out_dir,
     layer_option,
+    method_options,
     parse_size,
+    progress_bar,
     split_list,
     user_errors,
 )
@@ -29,7 +32,6 @@ from gradsum.cli._model import (
     load_model,
     model_output,
 )
-from gradsum.cli.profile import progress_bar
 
 #: images larger than this (longest side) are scaled down when no --size is given
 MAX_DEFAULT_SIDE = 1024
@@ -91,6 +93,7 @@ def explain_command(
                                                   f"each image's own, scaled down to at most {MAX_DEFAULT_SIDE} px)."),
     resize: str = typer.Option("letterbox", "--resize", help="How --size is reached when the aspect ratio differs: "
                                                              "letterbox (fit, pad grey) | stretch | center-crop."),
+    option: list[str] = METHOD_OPTION_OPTION,
     batch_size: int = typer.Option(None, "--batch-size", help="Images per batch (default: sized to free memory)."),
     example: str = typer.Option(None, "--example", help="Use a built-in example instead of images: 'digits'."),
     out: Path = typer.Option(Path("runs/explain"), "--out", "-o", help="Output folder."),
@@ -100,7 +103,7 @@ def explain_command(
 
     import gradsum as gs
     from gradsum.data.transforms import fit_image
-    from gradsum.methods import ZeroMapWarning
+    from gradsum.methods.base import ZeroMapLog
     from gradsum.run.store import save_figure, save_maps, save_png, write_json, write_text
 
     methods = split_list(method)
@@ -108,6 +111,7 @@ def explain_command(
         raise UserError("--method is empty; give at least one method name (see `gradsum methods`)")
     for name in methods:
         gs.method_info(name)  # unknown names fail before any work
+    options = method_options(option, methods)
     check_out_dir(out)
     hw = parse_size(size)
     if resize not in RESIZE_POLICIES:
@@ -137,13 +141,14 @@ def explain_command(
     for note in notes:
         typer.echo(note)
     layers = layer_option(net, layer)
+    check_methods_build(net, methods, layers, options)
     maps: dict[str, list[Any]] = {name: [] for name in methods}
     rows = ["image,method,target,score,forward_passes,backward_passes,seconds"]
     all_titles: list[str] = []
     grid_images: list[Any] = []
     grid_maps: dict[str, list[Any]] = {name: [] for name in methods}
     total = None
-    zero_maps: dict[str, tuple[str, list[str]]] = {}  # method -> (likely cause, images with a zero map)
+    zero_maps = ZeroMapLog()
     n_images = sum(len(titles) for titles, _, _ in plan)
     bar, update = progress_bar("explaining")
     done = 0
@@ -154,15 +159,8 @@ def explain_command(
             for start in range(0, len(titles), step):
                 x = read(start, start + step)
                 names = titles[start:start + step]
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ZeroMapWarning)
-                    results = gs.explain(net, x, methods=methods, layer=layers, target=spec)
-                for w in caught:  # name the images, not their positions in this batch
-                    if isinstance(w.message, ZeroMapWarning):
-                        zero_maps.setdefault(w.message.method, (w.message.cause, []))[1].extend(
-                            names[i] for i in w.message.images)
-                    else:
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                with zero_maps.batch(names):  # name the images, not their positions in this batch
+                    results = gs.explain(net, x, methods=methods, layer=layers, target=spec, options=options)
                 total = results.cost if total is None else total + results.cost
                 for name, attr in results.items():
                     maps[name].append(attr.maps.to(torch.float16))
@@ -184,10 +182,8 @@ def explain_command(
                 all_titles.extend(names)
                 done += len(names)
                 update(done, n_images)
-    for name, (cause, blank) in zero_maps.items():
-        shown = ", ".join(blank[:8]) + (f" and {len(blank) - 8} more" if len(blank) > 8 else "")
-        typer.echo(f"gradsum: warning: {name}: the map of {shown} is zero everywhere; likely cause: {cause}",
-                   err=True)
+    for line in zero_maps.messages():
+        typer.echo(f"gradsum: warning: {line}", err=True)
     grid_x = torch.stack(grid_images)
     save_figure(out / "grid.png", gs.viz.grid(grid_x, {k: torch.stack(v) for k, v in grid_maps.items()},
                                               titles=all_titles[: len(grid_images)], max_images=GRID_IMAGES))

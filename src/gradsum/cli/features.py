@@ -3,6 +3,7 @@ maximally activating dataset patches, written as PNG + CSV/Parquet into a run fo
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,15 @@ from typing import Any
 
 import typer
 
-from ._common import UserError, check_out_dir, parse_size, user_errors
+from ._common import (
+    DATA_SIZE_OPTION,
+    RESIZE_OPTION,
+    UserError,
+    check_out_dir,
+    data_size,
+    parse_size,
+    user_errors,
+)
 from ._model import (
     MEAN_OPTION,
     MODEL_OPTION,
@@ -25,7 +34,7 @@ from ._model import (
 
 __all__ = ["register", "filters", "maps", "maximize", "patches", "load_model", "load_images", "parse_size",
            "parse_indices", "write_csv", "save_tensor", "positive", "card_size", "check_pixels_at_once", "open_dataset",
-           "layer_output", "check_indices", "staged_output",
+           "layer_output", "check_indices", "staged_output", "data_size_option", "size_options", "CARD_SIZE_OPTION",
            "MAX_BATCH_PIXELS", "MAX_MAXIMIZE_IMAGES", "MAX_PATCHES_K", "MAX_INDICES"]
 
 features_app = typer.Typer(
@@ -108,26 +117,54 @@ def check_pixels_at_once(n: int, hw: tuple[int, int], what: str, fix: str) -> No
                         f"{MAX_BATCH_PIXELS:,} (MAX_BATCH_PIXELS); {fix}")
 
 
-def open_dataset(data: str, size: tuple[int, int] | None) -> Any:
-    """The dataset of a data SPEC, resized to `size` (H, W) when given."""
-    from gradsum.data import load_dataset, parse_spec
-    from gradsum.data.transforms import Resize
+def data_size_option(default: str) -> Any:
+    """The shared --size option of the dataset commands (`_common.DATA_SIZE_OPTION`) with this
+    command's default in its help."""
+    option = copy.copy(DATA_SIZE_OPTION)
+    option.help = f"{(DATA_SIZE_OPTION.help or '').split(' (default')[0]} (default: {default})."
+    return option
 
-    kind, _, _ = parse_spec(data)
-    kw: dict[str, Any] = {}
+
+#: --size of the commands whose images default to the checkpoint's input size
+CARD_SIZE_OPTION = data_size_option("the checkpoint's input size, else each image's own")
+
+
+def size_options(size: str | None, resize: str | None) -> tuple[tuple[int, int] | None, str | None]:
+    """--size / --resize -> ((H, W) or None, policy), both checked (one line each) before
+    anything is read."""
+    kw = data_size(size, resize)
+    return parse_size(kw["size"]) if kw else None, resize
+
+
+def open_dataset(data: str, size: tuple[int, int] | None, resize: str | None = None,
+                 default_size: tuple[int, int] | None = None, **options: Any) -> Any:
+    """The dataset of a data SPEC at `size` (H, W) when given (else `default_size`, e.g. the
+    checkpoint's input size, unless the SPEC has its own size=): file datasets are brought to
+    it by `gradsum.data.transforms.Fit` with the `resize` policy, roads and digits are
+    generated at it. `options` are further `load_dataset` keyword arguments."""
+    from gradsum.data import load_dataset, parse_spec
+
+    kind, _, opts = parse_spec(data)
+    if size is None and "size" not in opts:
+        size = default_size
+    kw: dict[str, Any] = dict(options)
     if size is not None:
-        kw = {"size": size} if kind in ("roads", "digits") else {"transform": Resize(size)}
+        kw["size"] = (int(size[0]), int(size[1]))
+        if kind not in ("roads", "digits") and resize is not None:  # generated at `size`: nothing to resize
+            kw["resize"] = resize
     return load_dataset(data, **kw)
 
 
-def load_images(data: str, size: tuple[int, int] | None, limit: int | None, start: int = 0) -> tuple[Any, list[str], Any]:
+def load_images(data: str, size: tuple[int, int] | None, limit: int | None, start: int = 0,
+                resize: str | None = None, default_size: tuple[int, int] | None = None) -> tuple[Any, list[str], Any]:
     """(images (N,3,H,W), ids, targets) of the first `limit` samples of a data SPEC from
-    index `start`; the images held at once stay within MAX_BATCH_PIXELS (checked on the
-    first sample, before the others are read)."""
+    index `start`, at `size` / `default_size` with `resize` (see `open_dataset`); the images
+    held at once stay within MAX_BATCH_PIXELS (checked on the first sample, before the others
+    are read)."""
     import torch
 
     positive(limit, "--limit")
-    dataset = open_dataset(data, size)
+    dataset = open_dataset(data, size, resize, default_size)
     n = len(dataset)
     if n == 0 or not 0 <= start < n:
         raise UserError(f"--data {data} has {n} samples; there is no sample {start} (valid: 0..{n - 1})"
@@ -139,9 +176,30 @@ def load_images(data: str, size: tuple[int, int] | None, limit: int | None, star
     samples += [dataset[i] for i in range(start + 1, stop)]
     shapes = {tuple(s.image.shape) for s in samples}
     if len(shapes) != 1:
-        raise UserError(f"--data {data} has images of several sizes {sorted(shapes)[:3]}; give --size HxW")
+        raise UserError(f"--data {data} has images of several sizes {sorted(shapes)[:3]}; give --size HxW "
+                        "(and --resize letterbox|stretch|center-crop)")
     images = torch.stack([s.image for s in samples]).float()
     return images, [s.id for s in samples], [s.target for s in samples]
+
+
+class _OneSize:
+    """A view of a dataset whose images must all have the size `hw` of its first one: a
+    sample of another size stops the command with one line naming it and --size."""
+
+    def __init__(self, dataset: Any, data: str, hw: tuple[int, int]) -> None:
+        self.dataset, self.data, self.hw = dataset, data, hw
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        s = self.dataset[index]
+        hw = tuple(s.image.shape[-2:])
+        if hw != self.hw:
+            raise UserError(f"--data {self.data} has images of several sizes ({self.hw[0]}x{self.hw[1]} first, "
+                            f"{hw[0]}x{hw[1]} for {getattr(s, 'id', index)}); give --size HxW "
+                            "(and --resize letterbox|stretch|center-crop)")
+        return s
 
 
 def layer_output(model: Any, layer: str, hw: tuple[int, int], image: Any = None) -> tuple[str, Any]:
@@ -284,7 +342,8 @@ def maps(
     model: str | None = MODEL_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
     index: int = typer.Option(0, "--index", help="Which sample of --data (0 = the first)."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW (default: the checkpoint's input size)."),
+    size: str | None = CARD_SIZE_OPTION,
+    resize: str | None = RESIZE_OPTION,
     num_classes: int | None = NUM_CLASSES_OPTION,
     normalize: str = NORMALIZE_OPTION,
     mean: str | None = MEAN_OPTION,
@@ -295,16 +354,18 @@ def maps(
     """Draw one image's feature maps at a layer and their sum.
 
     Example: gradsum features maps --model digitsnet --data digits --layer features.act1 --out runs/feat
+
+    Photos of any size: gradsum features maps --weights best.pt --data voc:VOC2007 --size 224x224 --resize letterbox --layer layer3 --out runs/feat
     """
     import gradsum.features as gf
     from gradsum.run.store import save_figure
 
     check_out_dir(out)
-    hw = parse_size(size)
+    hw, resize = size_options(size, resize)
     if index < 0:
         raise UserError(f"--index must be >= 0 (0 = the first sample), got {index}")
     net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
-    images, ids, _ = load_images(data, hw or card_size(net), 1, start=index)
+    images, ids, _ = load_images(data, hw, 1, start=index, resize=resize, default_size=card_size(net))
     layer_output(net, layer, tuple(images.shape[-2:]), images[:1])  # one line if the model refuses the image
     fm = gf.feature_maps(net, images[0], layer)
     png = out / f"maps_{_safe(fm.layer)}_{index}.png"
@@ -412,7 +473,8 @@ def patches(
     channels: str | None = typer.Option(None, "--channels", help="Channels to keep (default all), e.g. 0-7."),
     show: int = typer.Option(16, "--show", help="Channels drawn in the PNG."),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N samples."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW (default: the checkpoint's input size)."),
+    size: str | None = CARD_SIZE_OPTION,
+    resize: str | None = RESIZE_OPTION,
     batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
     num_classes: int | None = NUM_CLASSES_OPTION,
     normalize: str = NORMALIZE_OPTION,
@@ -439,9 +501,9 @@ def patches(
     positive(limit, "--limit")
     positive(batch_size, "--batch-size")
     chosen = parse_indices(channels)
-    hw = parse_size(size)
+    hw, resize = size_options(size, resize)
     net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
-    dataset = open_dataset(data, hw or card_size(net))
+    dataset = open_dataset(data, hw, resize, default_size=card_size(net))
     if limit is not None and limit < len(dataset):
         import torch
 
@@ -449,6 +511,7 @@ def patches(
     if len(dataset) == 0:
         raise UserError(f"--data {data} has no samples")
     first = dataset[0].image[None].float()
+    dataset = _OneSize(dataset, data, tuple(first.shape[-2:]))  # type: ignore[arg-type]
     check_pixels_at_once(min(batch_size, len(dataset)), tuple(first.shape[-2:]), "--batch-size",  # type: ignore[arg-type]
                          "use a smaller --batch-size or --size")
     name, act = layer_output(net, layer, tuple(first.shape[-2:]), first)  # type: ignore[arg-type]

@@ -6,8 +6,22 @@ from typing import Any
 
 import typer
 
-from gradsum.cli._common import UserError, check_out_dir, layer_option, split_list, user_errors
+from gradsum.cli._common import (
+    DATA_SIZE_OPTION,
+    METHOD_OPTION_OPTION,
+    RESIZE_OPTION,
+    UserError,
+    check_methods_build,
+    check_out_dir,
+    data_size,
+    layer_option,
+    method_options,
+    progress_bar,
+    split_list,
+    user_errors,
+)
 from gradsum.cli._model import (
+    DATA_TARGET_HELP,
     MEAN_OPTION,
     MODEL_OPTION,
     NORMALIZE_OPTION,
@@ -16,6 +30,7 @@ from gradsum.cli._model import (
     STD_OPTION,
     TRUST_OPTION,
     WEIGHTS_OPTION,
+    data_target,
     load_model,
 )
 
@@ -33,26 +48,13 @@ Examples:
 """
 
 
-def progress_bar(description: str):  # type: ignore[no-untyped-def]
-    """A rich progress bar usable as progress(done, total) callback; use as a context manager."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   transient=False)
-    task = bar.add_task(description, total=None)
-
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-
-    return bar, update
-
-
 def write_profile_report(out: Path, profile: Any, table: Any, *, title: str, spec: Any = None,
-                         section_prefix: str = "") -> Any:
+                         section_prefix: str = "", resized: dict[str, Any] | None = None) -> Any:
     """Figures (profile bars per model x method, with the baseline) and report sections for
     a Profile; returns the ReportSpec (new or the one given)."""
     from gradsum.report import ReportSpec
     from gradsum.report.plots import profile_bars
+    from gradsum.report.sections_eval import sizes_sentence
     from gradsum.run.runner import write_table
     from gradsum.run.store import save_figure
     from gradsum.semantic import shortcut_findings, shortcut_verdict
@@ -66,6 +68,7 @@ def write_profile_report(out: Path, profile: Any, table: Any, *, title: str, spe
         "with 95% bootstrap intervals of the per-image mean; black diamonds: the same method on randomly "
         "initialised copies of the architecture (mean ± std). Enrichment = share of the heatmap / share of the "
         "pixels: above 1 the model attends a category more often than it occurs.",
+        *([sizes_sentence(image_sizes(profile.images), resized)] if {"height", "width"} <= set(profile.images) else []),
     ])
     latest = summary
     if "epoch" in summary.columns and summary["epoch"].notna().any():
@@ -87,6 +90,13 @@ def write_profile_report(out: Path, profile: Any, table: Any, *, title: str, spe
     return spec
 
 
+def image_sizes(images: Any) -> dict[str, int]:
+    """{"HxW": number of images} of a GradSUM images table (its height / width columns)."""
+    first = images.drop_duplicates("image_id")
+    counts = first.groupby(["height", "width"], sort=False).size().sort_values(ascending=False)
+    return {f"{h}x{w}": int(n) for (h, w), n in counts.items()}
+
+
 def _slug(text: Any) -> str:
     return "".join(ch if ch.isalnum() or ch in "-+" else "_" for ch in str(text))
 
@@ -103,7 +113,10 @@ def profile_command(
     trust_pickle: bool = TRUST_OPTION,
     method: str = typer.Option("gradcam", "--method", help="Comma-separated method names."),
     layer: str = typer.Option("auto", "--layer", help="Layer for CAM methods ('auto' = the model's default)."),
-    target: str = typer.Option(None, "--target", help="Class index, 'label' (each image's label) or empty for the prediction."),
+    option: list[str] = METHOD_OPTION_OPTION,
+    target: str = typer.Option(None, "--target", help=DATA_TARGET_HELP),
+    size: str = DATA_SIZE_OPTION,
+    resize: str | None = RESIZE_OPTION,
     baseline: int = typer.Option(10, "--baseline", help=f"Random-model copies for the baseline (0 = none, at most {MAX_BASELINE})."),
     batch_size: int = typer.Option(16, "--batch-size"),
     shard_size: int = typer.Option(64, "--shard-size", help="Images per resumable shard."),
@@ -120,45 +133,42 @@ def profile_command(
         raise UserError("--method is empty; give at least one method name (see `gradsum methods`)")
     for name in methods:
         gs.method_info(name)
+    options = method_options(option, methods)
     check_out_dir(out)
     if not 0 <= baseline <= MAX_BASELINE:
         raise UserError(f"--baseline must be between 0 and {MAX_BASELINE} random copies (the limit), got {baseline}")
     if batch_size < 1 or shard_size < 1:
         raise UserError(f"--batch-size and --shard-size must be >= 1, got {batch_size} and {shard_size}")
-    dataset = gs.data.load_dataset(data)
+    sizing = data_size(size, resize)
+    dataset = gs.data.load_dataset(data, **sizing)
+    if len(dataset) == 0:
+        raise UserError(f"--data {data} has no samples")
     if getattr(dataset, "label_table", None) is None:
         raise UserError(f"data {data!r} has no segmentation label table; GradSUM needs segmented images")
     net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, output=output,
                      trust=trust_pickle)
     model = model or gs.models.card_of(net).spec or "model"
     layer_spec = layer_option(net, layer)
-    target_spec: Any = None
-    if target:
-        target_spec = "label" if target == "label" else _int(target)
+    target_spec = data_target(target, dataset, net, data)
+    check_methods_build(net, methods, layer_spec, options)
     card = gs.models.card_of(net)
     from gradsum.run.store import file_sha256
 
     # the weights' content, not their path, identifies the job: a file overwritten under the same name
     # (a new epoch, a retrained model) is a different job, never resumed into the old one's shards
     config = {"model": model, "weights": str(weights) if weights else None,
-              "weights_sha256": file_sha256(weights) if weights else None, "data": data,
+              "weights_sha256": file_sha256(weights) if weights else None, "data": data, "size": sizing,
               "card": card.to_dict() if card else None}
     bar, update = progress_bar("profiling")
     with bar:
         profile = profile_job(net, dataset, out, methods=methods, layer=layer_spec, target=target_spec,
                               baseline=baseline, seed=seed, batch_size=batch_size, shard_size=shard_size,
-                              model_name=model, config=config, overwrite=overwrite, progress=update)
-    spec = write_profile_report(out, profile, dataset.label_table, title=f"GradSUM profile of {model} on {data}")
+                              options=options, model_name=model, config=config, overwrite=overwrite, progress=update)
+    spec = write_profile_report(out, profile, dataset.label_table, title=f"GradSUM profile of {model} on {data}",
+                                resized=sizing or None)
     spec.save(out)
     report = render_report(out)
     typer.echo(f"profile tables in {out}; report: {report}")
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--target must be a class index or 'label'; got {text!r}") from None
 
 
 def report_command(run_dir: Path = typer.Argument(..., help="A run folder written by gradsum (holds report.json).")) -> None:

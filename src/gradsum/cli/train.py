@@ -7,28 +7,29 @@ from typing import Any
 
 import typer
 
-from ._common import UserError, check_out_dir, parse_size, user_errors
+from ._common import RESIZE_OPTION, UserError, check_out_dir, user_errors
 from ._model import MEAN_OPTION, MODEL_HELP, NORMALIZE_OPTION, STD_OPTION, TRUST_OPTION, load_model
+from .features import data_size_option, size_options
 
 __all__ = ["register", "train"]
 
 _TASKS = ("regression", "classification", "multilabel")
+#: what collate says when a batch mixes image sizes (the trainer batches without --size)
+_MIXED_SIZES = "collate needs images of one size"
 
 
-def _load(spec: str, task: str, size: tuple[int, int] | None) -> Any:
-    from gradsum.data import load_dataset, parse_spec
-    from gradsum.data.transforms import Resize
+def _load(spec: str, task: str, size: tuple[int, int] | None, resize: str | None = None) -> Any:
+    """The dataset of a SPEC at `size` (file datasets through Fit with `resize`; roads and
+    digits generated at it); roads get the task's target."""
+    from gradsum.data import parse_spec
+
+    from .features import open_dataset
 
     kind, _, opts = parse_spec(spec)
     kw: dict[str, Any] = {}
     if kind == "roads" and "task" not in opts:
         kw["task"] = "steering" if task == "regression" else "pothole"
-    if size is not None:
-        if kind in ("roads", "digits"):
-            kw["size"] = size
-        else:
-            kw["transform"] = Resize(size)
-    return load_dataset(spec, **kw)
+    return open_dataset(spec, size, resize, **kw)
 
 
 @user_errors
@@ -44,7 +45,9 @@ def train(
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay", help="AdamW weight decay."),
     seed: int = typer.Option(0, "--seed", help="Seed for init, shuffling, split and augmentation."),
-    size: str | None = typer.Option(None, "--size", help="Resize images to HxW, e.g. 66x200."),
+    size: str | None = data_size_option("images keep their own sizes, which must then be equal; roads and digits "
+                                        "are generated at --size"),
+    resize: str | None = RESIZE_OPTION,
     augment: str | None = typer.Option(None, "--augment", help="Comma list of flip, brightness, rotate (flip negates steering)."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Outputs of the model (default: from the data's classes)."),
     weights: Path | None = typer.Option(None, "--weights", help="Start from these weights (a state dict or checkpoint; "
@@ -60,10 +63,13 @@ def train(
     confusion.png for classifiers) into --out.
 
     Example: gradsum train --model pilotnet --data roads:2000 --task regression --epochs 6 --out runs/pilotnet --augment flip
+
+    Photos of mixed sizes: gradsum train --model torchvision:resnet18 --data folder:photos --size 224x224 --resize letterbox --task classification --epochs 5 --out runs/photos
     """
     import torch
 
     import gradsum.train as gt
+    from gradsum.data import parse_spec
     from gradsum.train.cache import CachedDataset
 
     if task not in _TASKS:
@@ -77,14 +83,14 @@ def train(
     check_out_dir(out)
     if out.exists() and any((out / "checkpoints").glob("epoch_*.pt")):
         raise UserError(f"{out} already holds checkpoints; choose a new --out folder or delete it")
-    hw = parse_size(size)
-    dataset = _load(data, task, hw)
+    hw, resize = size_options(size, resize)
+    dataset = _load(data, task, hw, resize)
     if len(dataset) == 0:
         raise UserError(f"--data {data} has no samples")
     if cache:
         dataset = CachedDataset(dataset)
     if val is not None:
-        train_set, val_set = dataset, _load(val, task, hw)
+        train_set, val_set = dataset, _load(val, task, hw, resize)
         if cache:
             val_set = CachedDataset(val_set)
     elif val_fraction > 0:
@@ -101,15 +107,22 @@ def train(
         num_classes = len(classes)
     net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, trust=trust_pickle,
                      new_head=weights is not None and num_classes is not None)
-    history = gt.fit(
-        net, train_set, val_set, task=task, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, augment=gt.parse_augment(augment, task), seed=seed, out=out,
-        progress=progress, reinit=weights is None, class_names=classes if classes and task != "regression" else None,
-    )
+    try:
+        history = gt.fit(
+            net, train_set, val_set, task=task, epochs=epochs, batch_size=batch_size, lr=lr,
+            weight_decay=weight_decay, augment=gt.parse_augment(augment, task), seed=seed, out=out,
+            progress=progress, reinit=weights is None, class_names=classes if classes and task != "regression" else None,
+        )
+    except ValueError as exc:
+        if _MIXED_SIZES not in str(exc) or hw is not None:
+            raise
+        raise UserError(f"--data {data} has images of several sizes, which cannot be batched together; give --size HxW "
+                        "(and --resize letterbox|stretch|center-crop), e.g. --size 224x224") from None
     manifest = {
         "command": "train", "model": model, "data": data, "val": val, "val_fraction": val_fraction,
         "task": task, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "seed": seed, "size": list(hw) if hw else None,
+        "resize": resize if hw and parse_spec(data)[0] not in ("roads", "digits") else None,
         "augment": augment, "num_classes": num_classes, "weights": str(weights) if weights else None,
         "n_train": len(train_set), "n_val": len(val_set) if val_set is not None else 0,
         "torch": torch.__version__, "card": _card_dict(net),

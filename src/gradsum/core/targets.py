@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -29,6 +29,7 @@ __all__ = [
     "BoundTarget",
     "resolve_target",
     "TargetSpec",
+    "label_targets",
 ]
 
 Score = Literal["logit", "probability", "log_probability"]
@@ -335,3 +336,42 @@ def resolve_target(target: TargetSpec) -> Target:
     raise TypeError(
         f"target must be None, a class index, a list of indices, a Target or a callable; got {type(target).__name__}"
     )
+
+
+def label_targets(targets: Any, ids: Sequence[str]) -> tuple[list[int], torch.Tensor]:
+    """target="label": the batch's own labels as (positions in the batch, int64 class per
+    position), for `targets` as collated by `gradsum.data.collate` and the images' `ids`. One class label
+    per image gives every position once; multi-hot labels (B, C) give one position per class
+    present. A regression (float) or missing label is an error, never truncated to a class."""
+    all_ids = list(ids)
+    ids = all_ids[:3]
+    if targets is None or (isinstance(targets, list) and all(t is None for t in targets)):
+        raise ValueError(f"target='label' explains each image's label, but images {ids} have no label: this data "
+                         "has no targets; explain the prediction (no target) or give a class index")
+    if isinstance(targets, list) and any(t is None for t in targets):
+        missing = [i for i, t in zip(all_ids, targets, strict=True) if t is None][:3]
+        raise ValueError(f"target='label' needs a label on every image; images {missing} have none")
+    try:
+        labels = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"target='label' needs one class index per image; the labels of images {ids} are "
+                         f"{type(targets).__name__}") from None
+    if labels.ndim == 2 and labels.shape[0] == len(all_ids):  # multi-hot: each class present
+        present = labels != 0
+        if labels.dtype != torch.bool and not bool(((labels == 0) | (labels == 1)).all()):
+            raise ValueError(f"target='label': the labels of images {ids} are {tuple(labels.shape[1:])} vectors "
+                             "that are not multi-hot (0/1); give a class index instead")
+        rows, classes = present.nonzero(as_tuple=True)
+        return rows.tolist(), classes.long()
+    if labels.dtype == torch.bool or labels.ndim > 1 or labels.numel() != len(all_ids):
+        raise ValueError(f"target='label' needs one class index per image; images {ids} have labels of shape "
+                         f"{tuple(labels.shape)} ({labels.dtype})")
+    if labels.is_floating_point():
+        whole = torch.isfinite(labels) & (labels == labels.round())
+        if not bool(whole.all()):
+            raise ValueError(
+                f"target='label' explains each image's class label, but the labels of images {ids} are float "
+                f"values such as {float(labels[~whole][0]):.4g} (a regression dataset); use target=None "
+                "(output 0) or gs.RegressionTarget(0, sign) instead"
+            )
+    return list(range(len(all_ids))), labels.long().reshape(-1)

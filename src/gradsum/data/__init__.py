@@ -6,6 +6,7 @@ keep segmentation and boxes aligned, and `load_dataset(SPEC)`.
     ds = gs.data.RoadScenes(500, size=(66, 200), seed=0, shortcut=1.0, task="pothole")
     s = ds[0]            # Sample(image (3,H,W), segmentation (ROADS ids), boxes, target, meta)
     ds = gs.data.load_dataset("cityscapes:/data/cityscapes:split=val")
+    ds = gs.data.load_dataset("voc:/data/VOC2007:size=224x224,resize=letterbox")  # one size
 
 File readers check structure (layout, pairs, annotations, CSV paths) when built and decode
 content (images, label ids) when an item is read; with on_error="skip" they check everything
@@ -23,9 +24,11 @@ from .roads import RoadScenes, render_scene
 from .samples import Batch, Sample, collate
 from .spec import SPEC_FORMS, load_dataset, parse_spec
 from .transforms import (
+    RESIZE_POLICIES,
     Brightness,
     CenterCrop,
     Compose,
+    Fit,
     HorizontalFlip,
     RandomCrop,
     RandomHorizontalFlip,
@@ -40,7 +43,7 @@ __all__ = [
     "Label", "LabelTable", "CITYSCAPES", "ROADS", "VOC", "VOC_CLASSES",
     "RoadScenes", "render_scene",
     "Cityscapes", "VOCDetection", "DrivingLog", "ImageFolder", "Digits", "DataError",
-    "Compose", "Resize", "CenterCrop", "RandomCrop", "HorizontalFlip", "RandomHorizontalFlip",
+    "Compose", "Resize", "Fit", "RESIZE_POLICIES", "CenterCrop", "RandomCrop", "HorizontalFlip", "RandomHorizontalFlip",
     "Brightness",
     "load_dataset", "parse_spec", "SPEC_FORMS",
     "preview_grid", "save_preview",

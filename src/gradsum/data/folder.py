@@ -5,7 +5,8 @@ Layout::
 
     <root>/<class>/<any name>.{png,jpg,jpeg,bmp,gif,webp,tif,tiff,ppm}
 
-Images may differ in size: add a Resize transform before batching. Files with other
+Images may differ in size: GradSUM and the evaluation batch them by size; training needs one
+size (`folder:DIR:size=224x224,resize=letterbox`, or `--size`). Files with other
 extensions are ignored; an empty class folder is an error (raise) or recorded (skip).
 Validation policy: see `gradsum.data._files`.
 """

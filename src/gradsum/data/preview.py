@@ -1,6 +1,12 @@
-"""A picture of a dataset: a grid of images beside their colourised segmentations (PNG)."""
+"""A picture of a dataset: a grid of images beside their colourised segmentations (PNG).
+
+Samples of several sizes (a folder of photos) are each letterboxed into the first sample's
+size (segmentation padded with the label table's void id), and a warning says so; give the
+dataset a size (data SPEC option size=HxW) to choose one.
+"""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +55,8 @@ def preview_grid(
 ) -> torch.Tensor:
     """(3, H', W') uint8 grid: each cell is the image and, when the sample has one, its
     segmentation coloured with the dataset's label table, side by side; pothole/object boxes
-    are outlined in the segmentation panel."""
+    are outlined in the segmentation panel. Samples whose size differs from the first one's
+    are letterboxed into it (a UserWarning says so)."""
     if isinstance(indices, int):
         indices = list(range(min(_positive(indices, "indices"), len(dataset))))
     if not indices:
@@ -58,10 +65,21 @@ def preview_grid(
     cols = min(cols, len(indices))
     table = label_table or getattr(dataset, "label_table", None)
     cells = []
+    fit: Any = None
+    refit: set[tuple[int, int]] = set()
     for k, i in enumerate(indices):
         s: Sample = dataset[i]
         if k == 0:  # refuse an absurd grid before making it (cells may differ: checked again below)
             _check_preview(_cell_size(s, table, pad), len(indices), cols, pad, 1)
+            first = (int(s.image.shape[-2]), int(s.image.shape[-1]))
+        elif (int(s.image.shape[-2]), int(s.image.shape[-1])) != first:
+            if fit is None:
+                from .spec import void_label
+                from .transforms import Fit
+
+                fit = Fit(first, "letterbox", pad_label=void_label(table))
+            refit.add((int(s.image.shape[-2]), int(s.image.shape[-1])))
+            s = fit(s)
         img = (s.image.clamp(0, 1) * 255).round().to(torch.uint8)
         panels = [img]
         if s.segmentation is not None and table is not None:
@@ -80,6 +98,10 @@ def preview_grid(
         for p in panels[1:]:
             row += [gap, p]
         cells.append(torch.cat(row, dim=2))
+    if refit:
+        warnings.warn(f"the preview's images have {len(refit) + 1} sizes: each was letterboxed into the first "
+                      f"image's size {first[0]}x{first[1]} (choose one with size=HxW in the data SPEC or --size HxW)",
+                      UserWarning, stacklevel=2)
     h = max(c.shape[1] for c in cells)
     w = max(c.shape[2] for c in cells)
     _check_preview((h, w), len(cells), cols, pad, 1)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["Sample", "Batch", "collate", "check_sample"]
+__all__ = ["Sample", "Batch", "collate", "check_sample", "batches_by_size"]
 
 
 @dataclass
@@ -107,7 +107,8 @@ def collate(samples: list[Sample]) -> Batch:
     if len(shapes) != 1:
         raise ValueError(
             f"collate needs images of one size, got {sorted(shapes)}; "
-            "resize them with gradsum.data.transforms.Resize first"
+            "give them one size: --size HxW on the command line, size=HxW in the data SPEC, or "
+            "gradsum.data.transforms.Fit(size) in Python"
         )
     segs = [s.segmentation for s in samples]
     return Batch(
@@ -119,3 +120,37 @@ def collate(samples: list[Sample]) -> Batch:
         targets=_stack_targets([s.target for s in samples]),
         meta=[s.meta for s in samples],
     )
+
+
+def batches_by_size(dataset: Any, indices: Sequence[int], batch_size: int,
+                    max_pending: int | None = None) -> Iterator[tuple[list[int], Batch]]:
+    """Batches of the samples of `dataset` at `indices` whose images share one size, with
+    the positions (into `indices`) of their samples: nothing is resized, so a dataset of
+    mixed sizes (PASCAL VOC, a folder of photos) is explained at each image's own size.
+
+    Samples are read in order and wait in one partial batch per size; a batch is yielded when
+    it holds `batch_size` samples, or, when more than `max_pending` samples (default
+    4 x batch_size) wait, the fullest partial batch is yielded early (memory stays bounded
+    whatever the number of sizes); the rest at the end, in order of first appearance. For a
+    dataset of one size these are exactly the batches of consecutive items."""
+    if max_pending is None:
+        max_pending = 4 * batch_size
+    pending: dict[tuple[int, ...], list[tuple[int, Sample]]] = {}
+    waiting = 0
+    for position, item in enumerate(indices):
+        sample = dataset[item]
+        key = tuple(sample.image.shape) if isinstance(sample, Sample) and isinstance(sample.image, torch.Tensor) else ()
+        bucket = pending.setdefault(key, [])
+        bucket.append((position, sample))
+        waiting += 1
+        if len(bucket) >= batch_size:
+            del pending[key]
+            waiting -= len(bucket)
+            yield [p for p, _ in bucket], collate([s for _, s in bucket])
+        elif waiting > max_pending:
+            key = max(pending, key=lambda k: len(pending[k]))
+            bucket = pending.pop(key)
+            waiting -= len(bucket)
+            yield [p for p, _ in bucket], collate([s for _, s in bucket])
+    for bucket in pending.values():
+        yield [p for p, _ in bucket], collate([s for _, s in bucket])

@@ -18,10 +18,13 @@ import torch.nn.functional as F
 from .samples import Sample
 
 __all__ = [
-    "fit_image",
+    "fit_image", "Fit", "RESIZE_POLICIES",
     "Compose", "Resize", "CenterCrop", "RandomCrop", "HorizontalFlip", "RandomHorizontalFlip",
     "Brightness",
 ]  # fmt: skip
+
+#: how `Fit` / `fit_image` reach a size whose aspect ratio differs from the image's
+RESIZE_POLICIES = ("letterbox", "stretch", "center-crop")
 
 
 def _size(size: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -87,17 +90,8 @@ class Resize:
         h, w = self.size
         if (h, w) == (H, W):
             return s
-        img = F.interpolate(s.image[None], size=(h, w), mode="bilinear", align_corners=False,
-                            antialias=True)[0].clamp_(0.0, 1.0)  # fmt: skip
-        seg = s.segmentation
-        if seg is not None:
-            seg = F.interpolate(seg[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0]
-            seg = seg.to(s.segmentation.dtype)  # type: ignore[union-attr]
-        boxes = s.boxes
-        if boxes is not None:
-            scale = torch.tensor([w / W, h / H, w / W, h / H], dtype=boxes.dtype, device=boxes.device)
-            boxes = boxes * scale
-        return _replace(s, image=img, segmentation=seg, boxes=boxes)
+        return _replace(s, image=_resize_image(s.image, h, w), segmentation=_nearest(s.segmentation, h, w),
+                        boxes=_scale_boxes(s.boxes, w / W, h / H))
 
 
 def _crop(s: Sample, top: int, left: int, h: int, w: int) -> Sample:
@@ -224,31 +218,123 @@ class Brightness:
         return _replace(s, image=(s.image * f).clamp_(0.0, 1.0))
 
 
+def _check_policy(policy: Any) -> str:
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}; got {policy!r}")
+    return policy
+
+
+def _fit_plan(H: int, W: int, h: int, w: int, policy: str) -> tuple[int, int, int, int]:
+    """(nh, nw, top, left) of bringing an (H, W) image to (h, w) with `policy`: it is first
+    resized to (nh, nw) (stretch: (h, w); letterbox: uniform scale s = min(h/H, w/W);
+    center-crop: s = max(h/H, w/W); nh = round(H*s), nw = round(W*s)), then for letterbox
+    placed at (top, left) of an (h, w) canvas, for center-crop cropped from (top, left)."""
+    if policy == "stretch":
+        return h, w, 0, 0
+    s = (min if policy == "letterbox" else max)(h / H, w / W)
+    nh, nw = max(1, round(H * s)), max(1, round(W * s))
+    if policy == "letterbox":
+        nh, nw = min(nh, h), min(nw, w)
+        return nh, nw, (h - nh) // 2, (w - nw) // 2
+    nh, nw = max(nh, h), max(nw, w)
+    return nh, nw, (nh - h) // 2, (nw - w) // 2
+
+
+def _resize_image(image: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
+    """(C,H,W) -> (C,nh,nw): bilinear with antialiasing, clamped to [0, 1] (floats keep their dtype)."""
+    x = image[None] if image.is_floating_point() else image[None].float()
+    return F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
+
+
+def _letterbox(x: torch.Tensor, h: int, w: int, top: int, left: int, fill: float | int) -> torch.Tensor:
+    """x (..., nh, nw) placed at (top, left) of a (..., h, w) canvas filled with `fill`."""
+    canvas = torch.full((*x.shape[:-2], h, w), fill, dtype=x.dtype, device=x.device)
+    canvas[..., top: top + x.shape[-2], left: left + x.shape[-1]] = x
+    return canvas
+
+
 def fit_image(image: torch.Tensor, size: Sequence[int], policy: str = "letterbox", fill: float = 0.5) -> torch.Tensor:
     """A (C,H,W) image brought to `size` (h, w), bilinear with antialiasing:
     "stretch" resizes to (h, w) whatever the aspect ratio; "letterbox" scales it to fit
     inside (h, w) keeping the aspect ratio and pads the rest with `fill` (grey), centred;
-    "center-crop" scales it to cover (h, w) and crops the centre."""
+    "center-crop" scales it to cover (h, w) and crops the centre. `Fit` does the same to a
+    whole Sample (segmentation and boxes too)."""
     h, w = int(size[0]), int(size[1])
-    if policy not in ("letterbox", "stretch", "center-crop"):
-        raise ValueError(f"resize policy must be 'letterbox', 'stretch' or 'center-crop'; got {policy!r}")
+    _check_policy(policy)
     H, W = image.shape[-2:]
     if (h, w) == (H, W):
         return image
-    if policy == "stretch":
-        scale_h, scale_w = h / H, w / W
-    else:
-        pick = min if policy == "letterbox" else max
-        scale_h = scale_w = pick(h / H, w / W)
-    nh, nw = max(1, round(H * scale_h)), max(1, round(W * scale_w))
-    resized = F.interpolate(image[None].float(), size=(nh, nw), mode="bilinear", align_corners=False,
-                            antialias=True)[0].clamp_(0.0, 1.0)
+    nh, nw, top, left = _fit_plan(H, W, h, w, policy)
+    resized = _resize_image(image, nh, nw)
     if (nh, nw) == (h, w):
         return resized
     if policy == "center-crop":
-        top, left = (nh - h) // 2, (nw - w) // 2
         return resized[:, top: top + h, left: left + w]
-    canvas = torch.full((image.shape[0], h, w), float(fill), dtype=resized.dtype)
-    top, left = (h - nh) // 2, (w - nw) // 2
-    canvas[:, top: top + nh, left: left + nw] = resized
-    return canvas
+    return _letterbox(resized, h, w, top, left, float(fill))
+
+
+class Fit:
+    """Bring a Sample to (H, W) with a resize policy, image, segmentation and boxes together:
+
+    - "stretch": exactly `Resize` (boxes scaled by (W'/W, H'/H));
+    - "letterbox": uniform scale s = min(H'/H, W'/W) to (nh, nw) = (round(H*s), round(W*s)),
+      centred on an (H', W') canvas: image padding `fill` (grey), segmentation padding
+      `pad_label` (use the label table's void id), boxes scaled by (nw/W, nh/H) and shifted
+      by the padding (left, top);
+    - "center-crop": uniform scale s = max(H'/H, W'/W), then the central (H', W') window:
+      boxes scaled, shifted and clipped; boxes left empty are dropped with their labels.
+
+    The image is resized bilinearly with antialiasing (the same arithmetic as `fit_image`, so
+    both give the same pixels), the segmentation by nearest neighbour ('nearest-exact', never
+    a new id). meta["resized_from"] = (H, W) and meta["resize"] = policy record what was done.
+    """
+
+    def __init__(self, size: int | Sequence[int], policy: str = "letterbox", fill: float = 0.5,
+                 pad_label: int = 0) -> None:
+        self.size = _size(size, "Fit")
+        self.policy = _check_policy(policy)
+        if isinstance(fill, bool) or not isinstance(fill, numbers.Real) or not 0.0 <= fill <= 1.0:
+            raise ValueError(f"Fit fill must be a grey level in [0, 1], got {fill!r}")
+        if isinstance(pad_label, bool) or not isinstance(pad_label, numbers.Integral):
+            raise ValueError(f"Fit pad_label must be an int label id (the label table's void id), got {pad_label!r}")
+        self.fill, self.pad_label = float(fill), int(pad_label)
+
+    def __repr__(self) -> str:
+        return f"Fit({self.size}, policy={self.policy!r}, fill={self.fill}, pad_label={self.pad_label})"
+
+    def __call__(self, s: Sample) -> Sample:
+        H, W = _image_hw(s, "Fit")
+        h, w = self.size
+        nh, nw, top, left = _fit_plan(H, W, h, w, self.policy)
+        if (h, w) == (H, W):
+            out = _replace(s)
+        elif self.policy == "stretch":
+            out = Resize((h, w))(s)
+        else:
+            out = _replace(s, image=_resize_image(s.image, nh, nw), segmentation=_nearest(s.segmentation, nh, nw),
+                           boxes=_scale_boxes(s.boxes, nw / W, nh / H))
+            if self.policy == "center-crop":
+                out = _crop(out, top, left, h, w) if (nh, nw) != (h, w) else out
+            elif (nh, nw) != (h, w):
+                out.image = _letterbox(out.image, h, w, top, left, self.fill)
+                if out.segmentation is not None:
+                    out.segmentation = _letterbox(out.segmentation, h, w, top, left, self.pad_label)
+                if out.boxes is not None:
+                    out.boxes = out.boxes + torch.tensor([left, top, left, top], dtype=out.boxes.dtype,
+                                                         device=out.boxes.device)
+        out.meta["resized_from"] = (H, W)
+        out.meta["resize"] = self.policy
+        return out
+
+
+def _nearest(seg: torch.Tensor | None, h: int, w: int) -> torch.Tensor | None:
+    """An (H,W) label map resized by nearest neighbour at pixel centres ('nearest-exact')."""
+    if seg is None or tuple(seg.shape) == (h, w):
+        return seg
+    return F.interpolate(seg[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0].to(seg.dtype)
+
+
+def _scale_boxes(boxes: torch.Tensor | None, sx: float, sy: float) -> torch.Tensor | None:
+    if boxes is None:
+        return None
+    return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)

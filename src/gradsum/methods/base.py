@@ -2,10 +2,12 @@
 boundary, model state restored, cost measured."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -23,8 +25,8 @@ from gradsum.core.targets import TargetSpec, resolve_target
 T = TypeVar("T")
 
 __all__ = ["Explainer", "check_input", "prepare_input", "run_on_model", "model_dtype", "warn_zero_maps",
-           "ZeroMapWarning", "zero_gradient_images",
-           "contiguous_result", "upsample"]
+           "ZeroMapWarning", "ZeroMapLog", "zero_gradient_images",
+           "contiguous_result", "upsample", "option_names"]
 
 
 def check_input(x: Any, name: str = "x") -> torch.Tensor:
@@ -154,6 +156,46 @@ def warn_zero_maps(attribution: Attribution, family: str = "") -> None:
     warnings.warn(ZeroMapWarning(message, attribution.method, images, cause), stacklevel=3)
 
 
+class ZeroMapLog:
+    """Collects the ZeroMapWarnings of many batches under the images' ids, so that a dataset
+    job says once per method which images got a blank map (not once per batch, by position):
+
+        log = ZeroMapLog()
+        with log.batch(batch.ids):
+            results = explain(...)
+        log.warn()   # one ZeroMapWarning per method, naming the images
+
+    Other warnings raised inside `batch` pass through unchanged."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[str, list[str]]] = {}  # method -> (cause, image ids)
+
+    @contextlib.contextmanager
+    def batch(self, ids: Sequence[str]) -> Iterator[None]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ZeroMapWarning)
+            yield
+        for w in caught:
+            if isinstance(w.message, ZeroMapWarning):
+                cause, names = self.found.setdefault(w.message.method, (w.message.cause, []))
+                names.extend(str(ids[i]) for i in w.message.images if i < len(ids))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def messages(self) -> list[str]:
+        """One line per method: which images have a map that is zero everywhere, and why."""
+        lines = []
+        for method, (cause, names) in self.found.items():
+            unique = list(dict.fromkeys(names))
+            shown = ", ".join(unique[:8]) + (f" and {len(unique) - 8} more" if len(unique) > 8 else "")
+            lines.append(f"{method}: the map of {shown} is zero everywhere; likely cause: {cause}")
+        return lines
+
+    def warn(self) -> None:
+        for (method, (cause, _)), message in zip(self.found.items(), self.messages(), strict=True):
+            warnings.warn(ZeroMapWarning(message, method, [], cause), stacklevel=2)
+
+
 def contiguous_result(attribution: Attribution) -> Attribution:
     """The attribution with its tensors in the default layout (see `gradsum.core.layout`)."""
     attribution.maps = attribution.maps.contiguous()
@@ -236,3 +278,24 @@ class Explainer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layer={self.layer!r}, options={self.options})"
+
+
+def option_names(cls: type) -> list[str]:
+    """The keyword options an explainer class takes: the parameters of its constructors and
+    those of its bases up to Explainer (model excluded), and the names it lists in
+    `known_options` (classes taking **options)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if klass is Explainer:
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "model") \
+                    and p.name not in names:
+                names.append(p.name)
+    names += [n for n in getattr(cls, "known_options", ()) if n not in names]
+    if "internal_batch_size" in names and "batch_size" not in names:
+        names.append("batch_size")  # IntegratedGradients accepts it as an alias
+    return names

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import inspect
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,7 +25,7 @@ from gradsum.core.layers import AUTO
 from gradsum.core.layout import in_preferred_layout
 from gradsum.core.targets import BoundTarget, FixedTarget, Target
 from gradsum.methods._args import check_choice, check_flag, check_int, check_number, check_seed
-from gradsum.methods.base import Explainer
+from gradsum.methods.base import Explainer, option_names
 from gradsum.methods.cam import compute_cams
 from gradsum.methods.registry import register
 
@@ -141,26 +140,8 @@ def _input_gradients(
     return grads
 
 
-def _option_names(cls: type) -> list[str]:
-    """The keyword options the constructors of `cls` and its gradient-family bases take."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        if klass is Explainer:
-            break
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "model") \
-                    and p.name not in names:
-                names.append(p.name)
-    if "internal_batch_size" in names and "batch_size" not in names:
-        names.append("batch_size")  # IntegratedGradients accepts it as an alias
-    return names
-
-
 def _reject_unknown_options(cls: type, options: dict[str, Any]) -> None:
-    known = _option_names(cls)
+    known = option_names(cls)
     name = getattr(cls, "name", cls.__name__)
     hints = []
     for key in options:

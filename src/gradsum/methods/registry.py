@@ -14,7 +14,8 @@ from gradsum.core.outputs import OutputSpec, check_output_spec
 if TYPE_CHECKING:
     from gradsum.methods.base import Explainer
 
-__all__ = ["MethodInfo", "register", "available_methods", "method_info", "explainer", "method_table"]
+__all__ = ["MethodInfo", "register", "available_methods", "method_info", "explainer", "method_table",
+           "check_method_options"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,22 @@ def explainer(name: str, model: nn.Module, layer: Any = "auto", *, output: Outpu
     made = method_info(name).cls(model, layer=layer, **options)
     made.output = check_output_spec(output)
     return made
+
+
+def check_method_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse options that method `name` does not take (TypeError naming them, the closest
+    real one and the options it takes), before any explainer is built."""
+    from gradsum.methods.base import option_names
+
+    info = method_info(name)
+    known = [n for n in option_names(info.cls) if n != "layer"]
+    unknown = [key for key in options if key not in known and key != "layer"]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(f"{info.name} has no option {', '.join(hints)}; it takes {', '.join(known) or 'none'}")
 
 
 def method_table() -> list[dict[str, Any]]:

@@ -34,9 +34,26 @@ def curves_figure(curves: dict[str, dict[str, Any]]) -> Figure:
     return fig
 
 
+def sizes_sentence(sizes: dict[str, int], resized: dict[str, Any] | None = None) -> str:
+    """How the images met the model: 'all 200 images are 66x200', or 'images of 3 sizes (375x500:
+    12, ...), each explained at its own size (batched by size; nothing resized)', or the size
+    and policy they were brought to."""
+    n = sum(sizes.values())
+    if resized:
+        return (f"All {n} images were brought to {resized['size']} ({resized.get('resize', 'letterbox')}; "
+                "segmentations nearest, boxes scaled) before explaining.")
+    if len(sizes) <= 1:
+        return f"All {n} images are {next(iter(sizes), '?')} (not resized)."
+    shown = ", ".join(f"{size}: {count}" for size, count in list(sizes.items())[:6])
+    more = f" and {len(sizes) - 6} more sizes" if len(sizes) > 6 else ""
+    return (f"{n} images of {len(sizes)} sizes ({shown}{more}), each explained at its own size: images of one size "
+            "are batched together and nothing is resized (pass --size HxW to bring them to one size).")
+
+
 def evaluation_section(out: Path, spec: ReportSpec, result: Any, *, title: str = "Evaluation",
-                       intro: str = "", prefix: str = "") -> None:
-    """Add the benchmark table (Parquet in tables/) and the curves to `spec`."""
+                       intro: str = "", prefix: str = "", resized: dict[str, Any] | None = None) -> None:
+    """Add the benchmark table (Parquet in tables/) and the curves to `spec`; `resized`: the
+    --size / --resize the data was read with (None: the images' own sizes)."""
     table = result.table(percent=True).reset_index()
     write_table(out / f"tables/{prefix}benchmark.parquet", table)
     write_table(out / f"tables/{prefix}benchmark_per_image.parquet", result.per_image)
@@ -49,6 +66,7 @@ def evaluation_section(out: Path, spec: ReportSpec, result: Any, *, title: str =
         f"{result.per_image['sample'].nunique()} images; layer {settings.get('layer')}; seed {settings.get('seed')}; "
         f"method options {settings.get('method_options') or 'defaults'}; metric options "
         f"{settings.get('metric_options') or 'defaults'}.",
+        *([sizes_sentence(settings["image_sizes"], resized)] if settings.get("image_sizes") else []),
     ])
     spec.table(f"tables/{prefix}benchmark.parquet", "Methods x metrics", digits=3)
     if result.curves:

@@ -288,7 +288,7 @@ def _evaluation(out: Path, spec: Any, cfg: DemoConfig, model: torch.nn.Module, t
                 log: Callable[[str], None]) -> None:
     """Methods x metrics on the pothole boxes, and the model-randomisation sanity check."""
     import gradsum as gs
-    from gradsum.cli.evaluate import with_boxes
+    from gradsum.data.subsets import with_boxes
     from gradsum.report.sections_eval import evaluation_section, sanity_section
 
     log("evaluation: heatmap methods x metrics on the pothole boxes")

@@ -105,7 +105,7 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
                   max_rows=80, query="level == 'category' and images > 0")
 
     log("CNN versus ViT: evaluating the attention methods on the ViT")
-    from gradsum.cli.evaluate import with_boxes
+    from gradsum.data.subsets import with_boxes
 
     boxed = with_boxes(test, cfg.eval_images)
     methods = [m for m in VIT_EVAL_METHODS if m in gs.available_methods()]

@@ -15,7 +15,7 @@ index_add for the activation, integer bincounts for pixels and above-threshold c
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,12 @@ class LabelSums:
         """The sums of several batches as one (images concatenated in order)."""
         return cls(*(torch.cat([getattr(p, f) for p in parts]) for f in ("pixels", "mass", "above", "total_mass",
                                                                           "area")))
+
+    def take(self, order: torch.Tensor) -> LabelSums:
+        """The sums of the images at positions `order` (a permutation or a selection)."""
+        order = order.to(self.pixels.device)
+        return LabelSums(*(getattr(self, f).index_select(0, order) for f in ("pixels", "mass", "above", "total_mass",
+                                                                             "area")))
 
     def grouped(self, groups: torch.Tensor) -> LabelSums:
         """Sum labels into categories with the (L, C) 0/1 matrix."""
@@ -255,7 +261,8 @@ def summarize(images: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.
     import pandas as pd
 
     keys = [k for k in GROUP_KEYS if k in images.columns]
-    per_image = [k for k in keys if k != "category"] + ["image_id"]
+    # one image explained for several classes (multi-label targets) is one unit per class
+    per_image = [k for k in keys if k != "category"] + ["image_id"] + (["target"] if "target" in images.columns else [])
     totals = images.groupby(per_image, sort=False, dropna=False)[["activation_sum", "pixels"]].transform("sum")
     frame = images.assign(_total=totals["activation_sum"], _area=totals["pixels"])
     out = []
@@ -319,15 +326,6 @@ class Profile:
         if self.baseline is not None or other.baseline is not None:
             base = pd.concat([b for b in (self.baseline, other.baseline) if b is not None], ignore_index=True)
         return Profile(pd.concat([self.images, other.images], ignore_index=True), {**self.settings}, base)
-
-
-def iterate_batches(dataset: Any, batch_size: int, indices: Iterable[int] | None = None) -> Iterable[Any]:
-    """Batches of `collate`d samples (images, segmentations, ids) from an indexable dataset."""
-    from gradsum.data.samples import collate
-
-    order = list(range(len(dataset))) if indices is None else list(indices)
-    for start in range(0, len(order), batch_size):
-        yield collate([dataset[i] for i in order[start : start + batch_size]])
 
 
 def profile_maps(maps: torch.Tensor, segmentations: torch.Tensor, table: LabelTable, image_ids: Sequence[str], *,

@@ -1,48 +1,14 @@
 """Seeded dataset splits: train/validation (optionally stratified) and (stratified) k-fold."""
 from __future__ import annotations
 
-import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from gradsum.data.samples import Sample
+from gradsum.data.subsets import Subset
 
 __all__ = ["Subset", "train_val_split", "kfold", "stratified_kfold", "targets_of", "subset"]
-
-
-class IndicesError(IndexError, ValueError):
-    """Positions outside a dataset: a ValueError for the argument, an IndexError for code
-    that caught the former one."""
-
-
-class Subset:
-    """The samples of `dataset` at `indices` (indexable, like any gradsum dataset)."""
-
-    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
-        self.dataset = dataset
-        if isinstance(indices, str | bytes) or not isinstance(indices, Iterable):
-            raise TypeError(f"subset indices must be a list of ints; got {type(indices).__name__}")
-        indices = list(indices)
-        wrong = [i for i in indices if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
-        if wrong:
-            raise TypeError(f"subset indices must be ints; got {wrong[0]!r} ({type(wrong[0]).__name__})")
-        self.indices = [int(i) for i in indices]
-        n = len(dataset)
-        bad = [i for i in self.indices if not 0 <= i < n]
-        if bad:
-            raise IndicesError(f"subset indices {bad[:3]} are outside the dataset of {n} samples "
-                               f"(valid 0..{n - 1}; negative positions are not accepted)")
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Sample:
-        return self.dataset[self.indices[i]]
-
-    def __repr__(self) -> str:
-        return f"Subset({len(self)} of {len(self.dataset)})"
 
 
 def subset(dataset: Any, indices: Sequence[int]) -> Subset:
