@@ -25,3 +25,33 @@ def test_evaluate_user_errors(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", "--model", "potholenet", "--data", "roads:4:task=pothole",
                                       "--metrics", "accuracy", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown metric" in result.output
+
+
+def test_evaluate_resumes_and_refuses_overwritten_weights_and_bad_options(tmp_path):
+    import torch
+
+    import testmodels
+
+    weights = tmp_path / "w.pt"
+    net = testmodels.voc_net(2)
+    torch.save(net.state_dict(), weights)
+    out = tmp_path / "run"
+    args = ["evaluate", "--model", f"{testmodels.__file__}:voc_net", "--num-classes", "2", "--weights", str(weights),
+            "--data", "roads:4:task=pothole,size=32x64", "--methods", "gradcam,rise", "--option", "rise.n_masks=32",
+            "--metrics", "ebpg,drop", "--layer", "2", "--shard-size", "2", "--out", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert sorted(p.name for p in (out / "shards").iterdir()) == [
+        "evaluate-gradcam_00000.parquet", "evaluate-gradcam_00001.parquet",
+        "evaluate-rise_00000.parquet", "evaluate-rise_00001.parquet"]
+    assert CliRunner().invoke(app, args).exit_code == 0  # finished: read back
+    with torch.no_grad():
+        net[-1].weight.add_(1.0)
+    torch.save(net.state_dict(), weights)  # same path, new content
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "different evaluate-gradcam job" in again.output
+    for option, message in (("rise.n_mask=3", "did you mean 'n_masks'"), ("rise.n_masks=-3", "n_masks must be"),
+                            ("gradcam.fusion", "METHOD.KEY=VALUE"), ("scorecam.batch_size=2", "not among")):
+        bad = CliRunner().invoke(app, [*args[:-2], "--option", option, "--out", str(tmp_path / "bad")])
+        assert bad.exit_code == 2 and message in bad.output, (option, bad.output)
+    assert not (tmp_path / "bad").exists()

@@ -44,7 +44,8 @@ def test_explain_images_writes_overlays_grid_and_maps(files, tmp_path):
     assert (out / "grid.png").is_file() and (out / "manifest.json").is_file()
     assert len(list((out / "overlays").glob("*.png"))) == 6
     maps = load_maps(out / "maps.npz")
-    assert set(maps) == {"gradcam", "layercam", "saliency"} and maps["gradcam"].shape == (2, 24, 24)
+    assert set(maps) == {"gradcam", "layercam", "saliency", "ids"} and maps["gradcam"].shape == (2, 24, 24)
+    assert maps["gradcam"].dtype.name == "float32" and len(maps["ids"]) == 2  # float32: small maps are not flushed
     lines = (out / "explanations.csv").read_text().splitlines()
     assert len(lines) == 1 + 6
 

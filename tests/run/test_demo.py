@@ -6,8 +6,10 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from browser import needs_chromium, open_page
+from gradsum.core.devices import resolve_device
 from gradsum.run.demo import DemoConfig, run_demo
 
 TINY = DemoConfig(steer_train=48, steer_epochs=2, pothole_train=48, pothole_epochs=1, vit_train=48, vit_epochs=1,
@@ -48,6 +50,16 @@ def test_demo_writes_every_stage(demo_run):
     vit_bench = pd.read_parquet(out / "tables" / "vit_benchmark.parquet")
     assert {"attention", "attention-rollout", "gae", "legrad", "gradcam", "random"} == set(vit_bench["method"])
     assert (out / "models" / "vit_shortcut" / "checkpoints" / "epoch_001.pt").exists()
+    config = json.loads((out / "demo_config.json").read_text())
+    assert config["device"] == "auto" and config["runtime"]["device"] == str(resolve_device("auto"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
+def test_demo_on_an_absent_device_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "demo"
+    with pytest.raises(ValueError, match="no CUDA device is available here") as info:
+        run_demo(out, DemoConfig(device="cuda:1"), echo=lambda _: None)
+    assert "\n" not in str(info.value) and not out.exists()
 
 
 def test_against_random_is_paired_per_image():

@@ -4,7 +4,6 @@ step. The oracle map (the magenta pixels painted on each object) must land entir
 boxes (EBPG = 1) and on the object's segment (share = 100%) whatever the resize policy."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,8 @@ import gradsum as gs
 from gradsum.cli import app
 from gradsum.data.samples import batches_by_size
 from gradsum.run import evaluate_job, read_table
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from mixed_data import CITYSCAPES_IMAGES, VOC_IMAGES, magenta_map, make_cityscapes, make_voc  # noqa: E402
-from testmodels import voc_net  # noqa: E402
+from mixed_data import CITYSCAPES_IMAGES, VOC_IMAGES, magenta_map, make_cityscapes, make_voc
+from testmodels import voc_net
 
 SIZES = [None, ("40x40", "letterbox"), ("40x40", "stretch"), ("36x48", "center-crop")]
 
@@ -113,13 +110,14 @@ def test_profile_and_evaluate_from_the_cli_on_mixed_sizes(folders, tmp_path, siz
     report = (out / "report.html").read_text()
     assert ("brought to 40x40" in report) if size else ("each explained at its own size" in report)
     out = tmp_path / "evaluate"
-    printed = _cli("evaluate", *model, "--data", data, "--methods", "gradcam,saliency", "--metrics", "ebpg,drop",
+    printed = _cli("evaluate", *model, "--data", data, "--methods", "gradcam,saliency", "--metrics", "ebpg,drop,deletion",
                    "--target", "label", "--batch-size", "2", "--shard-size", "2", *sized, "--out", str(out))
     assert "gradcam" in printed and "saliency" in printed
     for method in ("gradcam", "saliency"):
         rows = read_table(out / f"evaluate-{method}.parquet")
         assert len(rows) == len(shares)
         assert rows["ebpg"].between(0, 1).all()
+        assert rows["deletion"].between(0, 1).all() and len(rows["deletion_curve"].iloc[0]) == 101
         if size:
             assert set(zip(rows["height"], rows["width"], strict=True)) == {(40, 40)}
         else:

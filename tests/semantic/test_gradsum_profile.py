@@ -192,3 +192,29 @@ def test_verdict_names_the_label_that_carries_the_category():
         gs.semantic.shortcut_verdict(profile)
     # without the label -> category map the category is named alone
     assert "above all" not in gs.semantic.shortcut_verdict(gs.semantic.Profile(own, {}, base))
+
+
+def test_deferred_checks_raise_the_eager_errors_once_per_call():
+    import pytest
+    import torch
+
+    from gradsum.semantic import VOC, LabelIndex, label_sums
+    from gradsum.semantic.labels import DeferredChecks
+
+    index = LabelIndex.of(VOC)
+    maps = torch.rand(2, 4, 4)
+    seg = torch.full((2, 4, 4), 7)
+    checks = DeferredChecks()
+    label_sums(maps, seg, index, checks=checks)
+    checks.verify()  # nothing wrong
+    unknown = seg.clone()
+    unknown[1, 0, 0] = 100  # inside the id range (0..255), not a label of the table
+    bad_maps = maps.clone()
+    bad_maps[0, 1, 1] = float("nan")
+    for m, s, message in ((maps, unknown, "label ids \\[100\\]"), (bad_maps, seg, "NaN or infinite")):
+        checks = DeferredChecks()
+        label_sums(m, s, index, normalize="none", checks=checks)  # no error yet: kept on the device
+        with pytest.raises(ValueError, match=message):
+            checks.verify()
+        with pytest.raises(ValueError, match=message):
+            label_sums(m, s, index, normalize="none")  # the eager check says the same

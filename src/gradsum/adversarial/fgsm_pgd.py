@@ -90,8 +90,10 @@ def pgd(
     in [0,1] (8/255 = 8 grey levels); L2 (2) budgets are lengths >= 0 with no upper cap.
 
     random_start: L-inf draws delta ~ U(-eps, eps) per pixel; L2 draws a Gaussian
-    direction scaled to a radius U(0, eps) (both then clipped to [0,1]), from a generator
-    seeded with `seed`. alpha: step size (pixel units for L-inf, L2 length for "2").
+    direction scaled to a radius U(0, eps) (both then clipped to [0,1]), from a CPU
+    generator seeded with `seed` (the same start on every device). alpha: step size (pixel
+    units for L-inf, L2 length for "2"). Runs on the device of x and the model (they must
+    agree); the result stays there.
     """
     check_model(model)
     p = _check_norm(norm)
@@ -106,12 +108,13 @@ def pgd(
         y = labels_or_predictions(model, x0, y, classifier_logits(model, x0))
         adv = x0.clone()
         if random_start:
-            gen = torch.Generator(device=x0.device).manual_seed(seed)
+            # drawn on the CPU: the same seed gives the same start on every device
+            gen = torch.Generator().manual_seed(seed)
             if p == "inf":
-                adv = adv + torch.empty_like(adv).uniform_(-eps, eps, generator=gen)
+                adv = adv + torch.empty_like(adv, device="cpu").uniform_(-eps, eps, generator=gen).to(adv.device)
             else:
-                d = torch.empty_like(adv).normal_(generator=gen)
-                r = torch.empty((adv.shape[0],) + (1,) * (adv.ndim - 1), device=adv.device).uniform_(0, 1, generator=gen)
+                d = torch.empty_like(adv, device="cpu").normal_(generator=gen).to(adv.device)
+                r = torch.empty((adv.shape[0],) + (1,) * (adv.ndim - 1)).uniform_(0, 1, generator=gen).to(adv.device)
                 adv = adv + d * r / _flat_norm(d) * eps
             adv = adv.clamp(0, 1)
         for _ in range(steps):

@@ -45,12 +45,14 @@ class FoolingResult:
         """Per image: start, fooling image, difference and amplified difference."""
         from gradsum.features._plot import tile_figure
 
-        diff = self.images - self.start
+        images, start = self.images.detach().cpu(), self.start.detach().cpu()  # one copy from the device
+        diff = images - start
         tiles, titles = [], []
-        for i in range(self.images.shape[0]):
-            tiles += [self.start[i], self.images[i], (diff[i] + 0.5).clamp(0, 1), (amplify * diff[i] + 0.5).clamp(0, 1)]
-            titles += ["start", f"class {int(self.target[i])}\np={float(self.probability[i]):.3f}, {int(self.steps[i])} steps",
-                       "difference", f"{amplify:g}x difference"]
+        for i, (t, p, s) in enumerate(zip(self.target.tolist(), self.probability.tolist(), self.steps.tolist(),
+                                          strict=True)):
+            tiles += [start[i], images[i], (diff[i] + 0.5).clamp(0, 1), (amplify * diff[i] + 0.5).clamp(0, 1)]
+            titles += ["start", f"class {int(t)}\np={float(p):.3f}, {int(s)} steps", "difference",
+                       f"{amplify:g}x difference"]
         return tile_figure(torch.stack(tiles), titles=titles, ncols=4, tile_inches=1.5, title="fooling images")
 
 
@@ -69,8 +71,9 @@ def fooling_image(
 ) -> FoolingResult:
     """Make images that the model assigns to class `target` with probability > `level`.
 
-    start: images (B,C,H,W) in [0,1]; None -> uniform noise of `image_size` drawn with
-    `seed`. Each step x <- clip(x - alpha * sign(grad CE(x, target))) (projected onto the
+    start: images (B,C,H,W) in [0,1] on the model's device; None -> uniform noise of
+    `image_size` drawn with `seed` (on the CPU, then moved to the model's device, so that a
+    seed gives the same start everywhere). Each step x <- clip(x - alpha * sign(grad CE(x, target))) (projected onto the
     eps-ball around the start when eps is given); an image stops as soon as its target
     probability reaches `level`.
     """
@@ -90,8 +93,8 @@ def fooling_image(
         h, w = _image_size(image_size)
         channels = check_int(channels, "channels")
         n = 1 if tgt.ndim == 0 else len(tgt)
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        start = torch.rand((n, channels, h, w), generator=gen, device=dev)
+        gen = torch.Generator().manual_seed(seed)  # a CPU generator: the same noise on every device
+        start = torch.rand((n, channels, h, w), generator=gen).to(dev)
     with gradients_enabled(), preserved_state(model):
         x0, dtype = prepare_images(model, start, "start")
         tgt = tgt.to(x0.device)

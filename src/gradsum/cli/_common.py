@@ -11,7 +11,9 @@ import typer
 
 __all__ = ["UserError", "user_errors", "fail", "split_list", "layer_option", "parse_size", "check_out_dir",
            "MAX_SIDE", "RESIZE_POLICIES", "DATA_SIZE_OPTION", "RESIZE_OPTION", "data_size",
-           "METHOD_OPTION_OPTION", "method_options", "check_methods_build", "progress_bar", "progress_bars"]
+           "METHOD_OPTION_OPTION", "method_options", "check_methods_build", "DATA_WORKERS_OPTION", "data_workers",
+           "DEVICE_OPTION", "PRECISION_OPTION", "AUTOCAST_OPTION", "device_option", "precision_options",
+           "ENGINE_OPTION", "RAY_ADDRESS_OPTION", "WORKERS_OPTION", "GPUS_PER_WORKER_OPTION", "engine_option", "progress_bar", "progress_bars"]
 
 #: the largest image side a command accepts in --size (a 100000x100000 request is refused
 #: before anything is allocated)
@@ -30,6 +32,29 @@ METHOD_OPTION_OPTION = typer.Option(
     None, "--option", help="A method option, METHOD.KEY=VALUE, repeatable: e.g. --option rise.n_masks=2000 "
                            "--option integrated-gradients.steps=32 (values: numbers, true/false, none, text, "
                            "or JSON lists).")
+#: --data-workers of the dataset jobs (profile, evaluate)
+DATA_WORKERS_OPTION = typer.Option(
+    None, "--data-workers", help="Processes that read (decode, resize) the images ahead of the model; results do "
+                                 "not depend on it (default: the CPU count - 1, at most 4; 0 = read in the main "
+                                 "process).")
+#: --device of every command that runs a model
+DEVICE_OPTION = typer.Option("auto", "--device", help="Where the model runs: auto (CUDA when available, else "
+                                                      "MPS, else the CPU) | cpu | cuda | cuda:N | mps.")
+#: --precision / --autocast of the commands that explain (see gradsum.core.precision)
+PRECISION_OPTION = typer.Option("float32", "--precision", help="float32 (TF32 off on GPUs: GPU and CPU maps agree; "
+                                                               "the default) | tf32 (faster on NVIDIA GPUs).")
+AUTOCAST_OPTION = typer.Option(None, "--autocast", help="Run the model under torch.autocast: bf16 | fp16 (faster, "
+                                                        "less exact; recorded in the results).")
+#: where the shards of profile / evaluate run (see gradsum.run.engines)
+ENGINE_OPTION = typer.Option("local", "--engine", help="local (this process) | ray (Ray workers, on this machine "
+                                                       "or a cluster: pip install gradsum[ray]).")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="With --engine ray: auto (a running cluster), "
+                                                              "HOST:PORT, ray://HOST:PORT (default: $RAY_ADDRESS, "
+                                                              "else a local Ray).")
+WORKERS_OPTION = typer.Option(None, "--workers", help="With --engine ray: Ray workers (default: one per CPU, or per "
+                                                      "GPU with --gpus-per-worker).")
+GPUS_PER_WORKER_OPTION = typer.Option(0.0, "--gpus-per-worker", help="With --engine ray: GPUs per worker (0.5 puts "
+                                                                     "two workers on one GPU; needs --device cuda).")
 _DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
 
@@ -197,9 +222,56 @@ def progress_bars(descriptions: list[str]):  # type: ignore[no-untyped-def]
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    transient=False)
-    tasks = {d: bar.add_task(d, total=None) for d in descriptions}
+    tasks = {d: bar.add_task(d, total=None, start=False) for d in descriptions}  # each clock starts with its work
 
     def update(description: str, done: int, total: int) -> None:
-        bar.update(tasks[description], completed=done, total=total)
+        task = tasks[description]
+        if bar.tasks[task].start_time is None:
+            bar.start_task(task)
+        bar.update(task, completed=done, total=total)
 
     return bar, update
+
+
+def data_workers(value: int | None) -> int:
+    """--data-workers: the number given (>= 0), else the CPU count - 1, at most 4."""
+    import os
+
+    if value is None:
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
+    if value < 0:
+        raise UserError(f"--data-workers must be >= 0, got {value}")
+    return value
+
+
+def device_option(text: str | None) -> Any:
+    """--device -> torch.device (auto: CUDA, else MPS, else CPU); an absent device is one line."""
+    from gradsum.core.devices import resolve_device
+
+    try:
+        return resolve_device(text or "auto")
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
+
+
+def precision_options(precision: str, autocast: str | None) -> dict[str, Any]:
+    """--precision / --autocast -> {"precision": ..., "autocast": ...}, checked (one line)."""
+    from gradsum.core.precision import check_precision
+
+    try:
+        check_precision(precision, autocast)
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
+    return {"precision": precision, "autocast": autocast}
+
+
+def engine_option(engine: str, address: str | None, workers: int | None, gpus_per_worker: float,
+                  device: Any) -> Any:
+    """--engine / --ray-address / --workers / --gpus-per-worker -> the engine (a one-line error
+    for a bad value or a missing Ray); GPU workers need the model on CUDA."""
+    from gradsum.run.engines import engine_for
+
+    if gpus_per_worker and getattr(device, "type", "cpu") != "cuda":
+        raise UserError(f"--gpus-per-worker {gpus_per_worker:g} needs the model on CUDA: add --device cuda (the "
+                        "driver loads the model and sends it to the workers)")
+    return engine_for(engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker)

@@ -65,9 +65,10 @@ def parse_output(text: str | None) -> str | int | None:
 def load_model(model: str | None, weights: Path | None, num_classes: int | None = None, *,
                normalize: str = "auto", mean: str | None = None, std: str | None = None,
                output: str | None = None, trust: bool = False, new_head: bool = False,
-               announce: bool = True) -> Any:
-    """Build the model of a command (eval mode, card attached) and, with `announce`, print
-    what it is and how its input is normalised as the command's first line."""
+               announce: bool = True, device: Any = None) -> Any:
+    """Build the model of a command (eval mode, card attached, on `device` when given) and,
+    with `announce`, print what it is and how its input is normalised as the command's first
+    line."""
     import gradsum.models as gm
 
     if model is None and weights is None:
@@ -84,8 +85,11 @@ def load_model(model: str | None, weights: Path | None, num_classes: int | None 
     net = gm.build(model, num_classes=num_classes, weights=weights, trust=trust, normalize=normalize,
                    mean=_floats(mean, "--mean"), std=_floats(std, "--std"), output=parse_output(output),
                    new_head=new_head)
+    if device is not None:
+        net = net.to(device)
     if announce:
-        typer.echo(f"model: {gm.card_of(net).describe()}")
+        where = f"; on {device}" if device is not None and str(device) != "cpu" else ""
+        typer.echo(f"model: {gm.card_of(net).describe()}{where}")
     return net
 
 
@@ -150,7 +154,8 @@ def data_target(text: str | None, dataset: Any, net: Any, data: str) -> Any:
     Target for segmentation / regression models (as `explained_target`). 'label' on data
     without labels, an unknown name or an index out of range is a one-line error."""
     sample = dataset[0]
-    output = model_output(net, sample.image[None])
+    device = next((p.device for p in net.parameters()), None)
+    output = model_output(net, sample.image[None].to(device) if device is not None else sample.image[None])
     if text is None or text == "":
         return explained_target(output, None, None)
     if text == "label":

@@ -11,7 +11,14 @@ from typing import Any
 
 import typer
 
-from ._common import RESIZE_OPTION, UserError, check_out_dir, user_errors
+from ._common import (
+    DEVICE_OPTION,
+    RESIZE_OPTION,
+    UserError,
+    check_out_dir,
+    device_option,
+    user_errors,
+)
 from ._model import (
     MEAN_OPTION,
     MODEL_OPTION,
@@ -107,16 +114,19 @@ def _labels(model: Any, images: Any, targets: list[Any], n_classes: int, data: s
         if bad:
             raise UserError(f"--data {data} has label {bad[0]}, but the model has {n_classes} classes "
                             f"(0..{n_classes - 1}); use data whose labels are the model's classes")
-        return torch.tensor(targets, dtype=torch.int64), "true"
+        return torch.tensor(targets, dtype=torch.int64, device=images.device), "true"
     return predict(model, images), "predicted"
 
 
 def _model_info(net: Any, weights: Path | None) -> dict[str, Any]:
+    """What the summary JSON says about the model and where it ran (`device_info`)."""
+    from gradsum.core.devices import device_info
     from gradsum.models import card_of
 
     card = card_of(net)
+    device = next((p.device for p in net.parameters()), "cpu")
     return {"model": card.spec if card is not None else None, "weights": str(weights) if weights else None,
-            "preprocessing": card.describe() if card is not None else None}
+            "preprocessing": card.describe() if card is not None else None, "runtime": device_info(device)}
 
 
 def _examples_figure(clean: Any, adv: Any, clean_pred: Any, adv_pred: Any, n: int = 6, amplify: float = 10.0) -> Any:
@@ -140,8 +150,9 @@ def _report(name: str, out: Path, model: Any, images: Any, adv: Any, labels: Any
     from gradsum.adversarial._common import predict
     from gradsum.run.store import save_figure, write_json
 
-    clean_pred = predict(model, images)
-    adv_pred = predict(model, adv)
+    # one copy each from the device, then everything on the CPU
+    clean_pred, adv_pred = predict(model, images).cpu(), predict(model, adv).cpu()
+    images, adv, labels = images.detach().cpu(), adv.detach().cpu(), labels.cpu()
     d = (adv - images).flatten(1)
     table = pd.DataFrame({
         "id": ids, "label": labels.tolist(), "clean_pred": clean_pred.tolist(), "adv_pred": adv_pred.tolist(),
@@ -165,14 +176,16 @@ def _report(name: str, out: Path, model: Any, images: Any, adv: Any, labels: Any
 
 def _setup(model: str | None, weights: Path | None, num_classes: int | None, normalize: str, mean: str | None,
            std: str | None, output: str | None, trust: bool, data: str, size: str | None,
-           limit: int, resize: str | None = None) -> tuple[Any, Any, list[str], list[Any], int]:
-    """Model, images (first `limit` of --data, at --size or the checkpoint's input size,
-    reached with --resize), ids, targets and the model's number of classes; every check done,
-    nothing written."""
+           limit: int, resize: str | None = None, device: Any = None) -> tuple[Any, Any, list[str], list[Any], int]:
+    """Model and images on `device`, images the first `limit` of --data at --size or the
+    checkpoint's input size, reached with --resize; ids, targets and the model's number of
+    classes; every check done, nothing written."""
     hw, resize = size_options(size, resize)
     positive(limit, "--limit")
-    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust)
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust,
+                     device=device)
     images, ids, targets = load_images(data, hw, limit, resize=resize, default_size=card_size(net))
+    images = images.to(device) if device is not None else images
     return net, images, ids, targets, _class_count(net, images)
 
 
@@ -194,6 +207,7 @@ def fgsm(
     std: str | None = STD_OPTION,
     output: str | None = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """Fast gradient sign method: x' = clip(x + eps * sign(grad loss)).
 
@@ -202,9 +216,10 @@ def fgsm(
     import gradsum.adversarial as ga
 
     check_out_dir(out)
+    device = device_option(device_)  # before the model or any image is loaded
     _budget(eps, "--eps")
     net, images, ids, targets, n = _setup(model, weights, num_classes, normalize, mean, std, output, trust_pickle,
-                                          data, size, limit, resize)
+                                          data, size, limit, resize, device)
     _check_class(target, n)
     labels, kind = _labels(net, images, targets, n, data)
     adv = ga.fgsm(net, images, labels if target is None else target, eps=eps, targeted=target is not None)
@@ -234,20 +249,22 @@ def pgd(
     std: str | None = STD_OPTION,
     output: str | None = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """Projected gradient descent (L-inf or L2, targeted or not, random start).
 
-    Example: gradsum attack pgd --model potholenet --weights best.pt --data roads:100:task=pothole --eps 0.03 --steps 20 --out runs/attack
+    Example: gradsum attack pgd --model potholenet --weights best.pt --data roads:100:task=pothole --eps 0.03 --steps 20 --out runs/attack --device cuda
     """
     import gradsum.adversarial as ga
 
     check_out_dir(out)
+    device = device_option(device_)  # before the model or any image is loaded
     p = _norm(norm, "--norm")
     _budget(eps, "--eps", p)
     _budget(alpha, "--alpha", p)
     positive(steps, "--steps")
     net, images, ids, targets, n = _setup(model, weights, num_classes, normalize, mean, std, output, trust_pickle,
-                                          data, size, limit, resize)
+                                          data, size, limit, resize, device)
     _check_class(target, n)
     labels, kind = _labels(net, images, targets, n, data)
     adv = ga.pgd(net, images, labels if target is None else target, eps=eps, alpha=alpha, steps=steps, norm=p,
@@ -277,6 +294,7 @@ def deepfool(
     std: str | None = STD_OPTION,
     output: str | None = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """DeepFool: the smallest L2 step across the nearest linearised decision boundary.
 
@@ -285,13 +303,14 @@ def deepfool(
     import gradsum.adversarial as ga
 
     check_out_dir(out)
+    device = device_option(device_)  # before the model or any image is loaded
     if not (math.isfinite(overshoot) and overshoot >= 0):
         raise UserError(f"--overshoot must be a finite number >= 0, got {overshoot}")
     positive(max_iter, "--max-iter")
     if candidates is not None and candidates < 2:
         raise UserError(f"--candidates must be >= 2 (the predicted class and at least one other), got {candidates}")
     net, images, ids, targets, n = _setup(model, weights, num_classes, normalize, mean, std, output, trust_pickle,
-                                          data, size, limit, resize)
+                                          data, size, limit, resize, device)
     if candidates is not None and candidates > n:
         raise UserError(f"--candidates {candidates} is more than the model's {n} classes; give 2..{n}")
     cand = candidates if candidates is not None else min(10, n)
@@ -343,6 +362,7 @@ def universal(
     std: str | None = STD_OPTION,
     output: str | None = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """Universal adversarial perturbation (Moosavi-Dezfooli et al. 2017) and, with --transfer, the cross-model matrix.
 
@@ -357,25 +377,26 @@ def universal(
     from gradsum.run.store import save_figure, write_json
 
     check_out_dir(out)
+    device = device_option(device_)  # before the model or any image is loaded
     norm = _norm(p, "--p")
     _budget(xi, "--xi", norm)
     _open_fraction(delta, "--delta", "the target fooling rate is 1 - delta")
     positive(max_passes, "--max-passes")
     others = _parse_transfer(transfer)
     net, images, _, _, _ = _setup(model, weights, num_classes, normalize, mean, std, output, trust_pickle,
-                                  data, size, limit, resize)
+                                  data, size, limit, resize, device)
     need = math.ceil(1 / delta - 1e-9)
     if images.shape[0] < need:
         raise UserError(f"--delta {delta:g} needs at least {need} images (got {images.shape[0]}); "
                         "give a larger --limit or --data, or a larger --delta")
     evals = images
     if eval_data is not None:
-        evals = load_images(eval_data, tuple(images.shape[-2:]), limit, resize=resize)[0]  # type: ignore[arg-type]
+        evals = load_images(eval_data, tuple(images.shape[-2:]), limit, resize=resize)[0].to(device)  # type: ignore[arg-type]
         _class_count(net, evals)
     models = {"model": net}
     for name, spec, w in others:  # every model is loaded and checked before the attack runs
         other = load_model(spec, w, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle,
-                           announce=False)
+                           announce=False, device=device)
         card = card_of(other)
         typer.echo(f"transfer model {name}: {card.describe() if card is not None else spec}")
         _class_count(other, images, f"transfer model {name!r}")
@@ -383,8 +404,8 @@ def universal(
     kw = {"xi": xi, "p": norm, "delta": delta, "max_passes": max_passes, "seed": seed}
     res = ga.universal_perturbation(net, images, **kw)
     tm = ga.transfer_matrix(models, images, eval_images=evals, perturbations={"model": res.v}, **kw) if others else None
-    v = res.v[0]
-    shown = torch.stack([(v / (2 * v.abs().max().clamp_min(1e-12)) + 0.5), (images[0] + v).clamp(0, 1), images[0]])
+    v, first = res.v[0].cpu(), images[0].cpu()
+    shown = torch.stack([(v / (2 * v.abs().max().clamp_min(1e-12)) + 0.5), (first + v).clamp(0, 1), first])
     figure = tile_figure(shown, titles=["v (scaled)", "image + v", "image"], ncols=3, tile_inches=2.0,
                          title=res.summary())
     with staged_output(out) as stage:
@@ -427,6 +448,7 @@ def fool(
     std: str | None = STD_OPTION,
     output: str | None = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """Fooling images: modify noise or real images until the model says --target with p > --level.
 
@@ -439,19 +461,22 @@ def fool(
     from gradsum.run.store import save_figure
 
     check_out_dir(out)
+    device = device_option(device_)  # before the model or any image is loaded
     positive(n, "--n")
     _open_fraction(level, "--level", "a probability")
     _budget(alpha, "--alpha")
     positive(max_steps, "--max-steps")
     hw, resize = size_options(size, resize)
-    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle,
+                     device=device)
     if data is not None:
         start, ids, _ = load_images(data, hw, n, resize=resize, default_size=card_size(net))
+        start = start.to(device)
     else:
         hw = hw or card_size(net) or (64, 64)
         check_pixels_at_once(n, hw, "--n", "give a smaller --n or --size")
         start, ids = None, [f"noise{i}" for i in range(n)]
-    probe = start[:1] if start is not None else torch.zeros(1, 3, *hw)  # type: ignore[misc]
+    probe = start[:1] if start is not None else torch.zeros(1, 3, *hw, device=device)  # type: ignore[misc]
     _check_class(target, _class_count(net, probe))
     if start is not None:
         res = ga.fooling_image(net, target, start=start, level=level, alpha=alpha, max_steps=max_steps)

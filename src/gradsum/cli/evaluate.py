@@ -1,20 +1,33 @@
 """`gradsum evaluate`: the methods x metrics benchmark table over a dataset, resumable, with a report."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
 
 from gradsum.cli._common import (
+    AUTOCAST_OPTION,
     DATA_SIZE_OPTION,
+    DATA_WORKERS_OPTION,
+    DEVICE_OPTION,
+    ENGINE_OPTION,
+    GPUS_PER_WORKER_OPTION,
     METHOD_OPTION_OPTION,
+    PRECISION_OPTION,
+    RAY_ADDRESS_OPTION,
     RESIZE_OPTION,
+    WORKERS_OPTION,
     UserError,
     check_methods_build,
     check_out_dir,
     data_size,
+    data_workers,
+    device_option,
+    engine_option,
     layer_option,
     method_options,
+    precision_options,
     progress_bars,
     split_list,
     user_errors,
@@ -69,11 +82,19 @@ def evaluate_command(
     max_images: int = typer.Option(None, "--max-images", help="Evaluate the first N images (with boxes, with "
                                                               "--only-with-boxes)."),
     size: str = DATA_SIZE_OPTION,
+    data_workers_: int = DATA_WORKERS_OPTION,
     resize: str | None = RESIZE_OPTION,
     batch_size: int = typer.Option(8, "--batch-size"),
     shard_size: int = typer.Option(64, "--shard-size", help="Images per resumable shard."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
+    device_: str = DEVICE_OPTION,
+    engine: str = ENGINE_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
+    workers_: int = WORKERS_OPTION,
+    gpus_per_worker: float = GPUS_PER_WORKER_OPTION,
+    precision: str = PRECISION_OPTION,
+    autocast: str = AUTOCAST_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different job already in --out."),
 ) -> None:
     import gradsum as gs
@@ -97,11 +118,15 @@ def evaluate_command(
         raise UserError(f"--metrics is empty; known: {', '.join(sorted(METRICS))}")
     options = method_options(option, names)
     check_out_dir(out)
+    device = device_option(device_)
+    runner = engine_option(engine, ray_address, workers_, gpus_per_worker, device)
+    exactness = precision_options(precision, autocast)
     if batch_size < 1 or shard_size < 1:
         raise UserError(f"--batch-size and --shard-size must be >= 1, got {batch_size} and {shard_size}")
     if max_images is not None and max_images < 1:
         raise UserError(f"--max-images must be >= 1, got {max_images}")
     sizing = data_size(size, resize)
+    workers = data_workers(data_workers_ if data_workers_ is not None or engine == "local" else 0)
     dataset = gs.data.load_dataset(data, **sizing)
     if len(dataset) == 0:
         raise UserError(f"--data {data} has no samples")
@@ -110,7 +135,7 @@ def evaluate_command(
     elif max_images is not None and max_images < len(dataset):
         dataset = Subset(dataset, range(max_images))
     net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, output=output,
-                     trust=trust_pickle)
+                     trust=trust_pickle, device=device)
     model = model or gs.models.card_of(net).spec or "model"
     spec_target = data_target(target, dataset, net, data)
     layer_spec = layer_option(net, layer)
@@ -122,11 +147,12 @@ def evaluate_command(
               "only_with_boxes": only_with_boxes, "max_images": max_images, "images": len(dataset),
               "card": card.to_dict() if card else None}
     bar, update = progress_bars(names)
-    with bar:
+    with bar, contextlib.closing(runner) if hasattr(runner, "close") else contextlib.nullcontext():
         result = evaluate_job(net, dataset, out, methods=names, metrics=wanted, layer=layer_spec,
                               target=spec_target, batch_size=batch_size, shard_size=shard_size,
-                              method_options=options, seed=seed, config=config, overwrite=overwrite,
-                              progress=update)
+                              method_options=options, num_workers=workers, device=device, **exactness, engine=runner,
+                              seed=seed, config=config,
+                              overwrite=overwrite, progress=update)
     spec = ReportSpec(f"Evaluation of {model} on {data}", "heatmap methods x metrics")
     evaluation_section(out, spec, result, resized=sizing or None)
     spec.save(out)

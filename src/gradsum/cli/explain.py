@@ -7,14 +7,19 @@ from typing import Any
 import typer
 
 from gradsum.cli._common import (
+    AUTOCAST_OPTION,
+    DEVICE_OPTION,
     METHOD_OPTION_OPTION,
+    PRECISION_OPTION,
     RESIZE_POLICIES,
     UserError,
     check_methods_build,
     check_out_dir,
+    device_option,
     layer_option,
     method_options,
     parse_size,
+    precision_options,
     progress_bar,
     split_list,
     user_errors,
@@ -97,11 +102,15 @@ def explain_command(
     batch_size: int = typer.Option(None, "--batch-size", help="Images per batch (default: sized to free memory)."),
     example: str = typer.Option(None, "--example", help="Use a built-in example instead of images: 'digits'."),
     out: Path = typer.Option(Path("runs/explain"), "--out", "-o", help="Output folder."),
+    device_: str = DEVICE_OPTION,
+    precision: str = PRECISION_OPTION,
+    autocast: str = AUTOCAST_OPTION,
     seed: int = typer.Option(0, "--seed", help="Seed for training the example and for stochastic methods."),
 ) -> None:
     import torch
 
     import gradsum as gs
+    from gradsum.core.devices import device_info
     from gradsum.data.transforms import fit_image
     from gradsum.methods.base import ZeroMapLog
     from gradsum.run.store import save_figure, save_maps, save_png, write_json, write_text
@@ -113,6 +122,8 @@ def explain_command(
         gs.method_info(name)  # unknown names fail before any work
     options = method_options(option, methods)
     check_out_dir(out)
+    device = device_option(device_)
+    exactness = precision_options(precision, autocast)
     hw = parse_size(size)
     if resize not in RESIZE_POLICIES:
         raise UserError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}; got {resize!r}")
@@ -126,6 +137,7 @@ def explain_command(
         if given:
             raise UserError(f"--example digits brings its own model and images; drop {', '.join(given)}")
         net, x, titles = _digits_example(seed)
+        net = net.to(device)
         plan: list[tuple[list[str], tuple[int, int], Any]] = [
             (titles, tuple(x.shape[-2:]), lambda start, stop: x[start:stop])]
         notes: list[str] = []
@@ -134,10 +146,10 @@ def explain_command(
             raise UserError("give image files to explain, or --example digits")
         headers = [_image_header(Path(p)) for p in images]
         net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, output=output,
-                         trust=trust_pickle)
+                         trust=trust_pickle, device=device)
         hw = hw or gs.models.card_of(net).input_size
         plan, notes = _plan(list(images), headers, hw, resize)
-    spec = explained_target(model_output(net, plan[0][2](0, 1)), target, sign)
+    spec = explained_target(model_output(net, plan[0][2](0, 1).to(device)), target, sign)
     for note in notes:
         typer.echo(note)
     layers = layer_option(net, layer)
@@ -157,16 +169,20 @@ def explain_command(
         for titles, (height, width), read in plan:
             step = batch_size or _auto_batch(height, width, len(methods))
             for start in range(0, len(titles), step):
-                x = read(start, start + step)
+                x = read(start, start + step).to(device)
                 names = titles[start:start + step]
                 with zero_maps.batch(names):  # name the images, not their positions in this batch
-                    results = gs.explain(net, x, methods=methods, layer=layers, target=spec, options=options)
+                    results = gs.explain(net, x, methods=methods, layer=layers, target=spec, options=options,
+                                         **exactness)
+                x = x.cpu()
+                for attr in results.values():
+                    attr.maps = attr.maps.cpu()
                 total = results.cost if total is None else total + results.cost
                 for name, attr in results.items():
-                    maps[name].append(attr.maps.to(torch.float16))
+                    maps[name].append(attr.maps)
                     c = attr.cost
                     for i, title in enumerate(names):
-                        t = "" if attr.targets is None else int(attr.targets[i])
+                        t = "" if attr.targets is None else int(attr.targets[i])  # (after the batch: one sync)
                         rows.append(f"{title},{name},{t},{float(attr.scores[i]):.6g},{c.forward_passes},"
                                     f"{c.backward_passes},{c.seconds:.4f}")
                         save_png(out / "overlays" / f"{len(all_titles) + i:02d}_{_slug(title)}_{_slug(name)}.png",
@@ -188,9 +204,9 @@ def explain_command(
     save_figure(out / "grid.png", gs.viz.grid(grid_x, {k: torch.stack(v) for k, v in grid_maps.items()},
                                               titles=all_titles[: len(grid_images)], max_images=GRID_IMAGES))
     if len({tuple(m.shape[-2:]) for chunks in maps.values() for m in chunks}) == 1:
-        save_maps(out / "maps.npz", **{name: torch.cat(chunks) for name, chunks in maps.items()})
+        save_maps(out / "maps.npz", ids=all_titles, **{name: torch.cat(chunks) for name, chunks in maps.items()})
     else:  # images of several sizes: one (H,W) array per method and image, keys "method/index"
-        save_maps(out / "maps.npz", **{f"{name}/{i}": m for name, chunks in maps.items()
+        save_maps(out / "maps.npz", ids=all_titles, **{f"{name}/{i}": m for name, chunks in maps.items()
                                        for i, m in enumerate(m for chunk in chunks for m in chunk)})
     write_text(out / "explanations.csv", "\n".join(rows) + "\n")
     card = gs.models.card_of(net)
@@ -199,7 +215,8 @@ def explain_command(
         "weights": str(weights) if weights else None, "card": card.to_dict() if card else None,
         "methods": methods, "layers": layers if isinstance(layers, str | list) else None, "target": target,
         "sign": sign, "size": list(hw) if hw else None, "resize": resize if hw else None,
-        "seed": seed, "images": all_titles, "gradsum": gs.__version__,
+        "seed": seed, "images": all_titles, "gradsum": gs.__version__, **exactness,
+        "runtime": device_info(device),
     })
     typer.echo(f"wrote {len(methods)} methods x {len(all_titles)} images to {out} (grid.png, overlays/, maps.npz)")
     typer.echo(f"total cost: {total.forward_passes} forward + {total.backward_passes} backward "

@@ -13,10 +13,12 @@ import typer
 
 from ._common import (
     DATA_SIZE_OPTION,
+    DEVICE_OPTION,
     RESIZE_OPTION,
     UserError,
     check_out_dir,
     data_size,
+    device_option,
     parse_size,
     user_errors,
 )
@@ -204,7 +206,8 @@ class _OneSize:
 
 def layer_output(model: Any, layer: str, hw: tuple[int, int], image: Any = None) -> tuple[str, Any]:
     """(resolved name, output of `layer`) on one image (`image` (1,C,H,W), default zeros of
-    hw): a cheap look at a layer's shape before anything big is allocated."""
+    hw on the model's device): a cheap look at a layer's shape before anything big is
+    allocated."""
     import torch
 
     from gradsum.core.layers import resolve_layer
@@ -213,7 +216,7 @@ def layer_output(model: Any, layer: str, hw: tuple[int, int], image: Any = None)
     seen: list[Any] = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
     try:
-        model_output(model, torch.zeros(1, 3, *hw) if image is None else image)
+        model_output(model, torch.zeros(1, 3, *hw, device=_device_of(model)) if image is None else image)
     finally:
         handle.remove()
     if not seen:
@@ -222,6 +225,13 @@ def layer_output(model: Any, layer: str, hw: tuple[int, int], image: Any = None)
     if not isinstance(out, torch.Tensor):
         raise UserError(f"layer '{name}' returns a {type(out).__name__}, not a tensor; pick another layer")
     return name, out
+
+
+def _device_of(model: Any) -> Any:
+    """The device of the model's parameters (the CPU for a model without any)."""
+    import torch
+
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def check_indices(values: list[int], count: int, what: str, where: str) -> None:
@@ -350,6 +360,7 @@ def maps(
     std: str | None = STD_OPTION,
     output: str | None = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """Draw one image's feature maps at a layer and their sum.
 
@@ -361,11 +372,14 @@ def maps(
     from gradsum.run.store import save_figure
 
     check_out_dir(out)
+    device = device_option(device_)  # before the model or any image is loaded
     hw, resize = size_options(size, resize)
     if index < 0:
         raise UserError(f"--index must be >= 0 (0 = the first sample), got {index}")
-    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle,
+                     device=device)
     images, ids, _ = load_images(data, hw, 1, start=index, resize=resize, default_size=card_size(net))
+    images = images.to(device)
     layer_output(net, layer, tuple(images.shape[-2:]), images[:1])  # one line if the model refuses the image
     fm = gf.feature_maps(net, images[0], layer)
     png = out / f"maps_{_safe(fm.layer)}_{index}.png"
@@ -399,10 +413,11 @@ def maximize(
     std: str | None = STD_OPTION,
     output: str | None = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """Optimise one image per channel (all in one batch) that maximally activates it.
 
-    Example: gradsum features maximize --model potholenet --weights best.pt --layer features.act3 --channels 0-15 --size 66x200 --out runs/feat
+    Example: gradsum features maximize --model potholenet --weights best.pt --layer features.act3 --channels 0-15 --size 66x200 --out runs/feat --device cuda
     """
     import pandas as pd
     import torch
@@ -411,6 +426,7 @@ def maximize(
     from gradsum.run.store import save_figure
 
     check_out_dir(out)
+    device = device_option(device_)  # before the model is loaded
     if objective not in OBJECTIVES:
         raise UserError(f"--objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
     if preset not in gf.PRESETS:
@@ -423,14 +439,15 @@ def maximize(
         raise UserError(f"--channels {channels} asks for {len(idx)} images, over the limit of {MAX_MAXIMIZE_IMAGES} "
                         "per run (MAX_MAXIMIZE_IMAGES); split the channels over several runs")
     hw = parse_size(size)
-    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle,
+                     device=device)
     if hw is None and data is not None:
         hw = tuple(load_images(data, None, 1)[0].shape[-2:])  # type: ignore[assignment]
     hw = hw or card_size(net) or (64, 64)
     check_pixels_at_once(len(idx), hw, "--channels", "give fewer --channels or a smaller --size")  # type: ignore[arg-type]
     # the layer's (or output's) shape on ONE image, before the batch is allocated
     if objective == "class":
-        out_1 = model_output(net, torch.zeros(1, 3, *hw))
+        out_1 = model_output(net, torch.zeros(1, 3, *hw, device=device))
         if out_1.ndim != 2:
             raise UserError(f"--objective class needs a model with one score per class; this one outputs "
                             f"{tuple(out_1.shape[1:])} per image")
@@ -482,10 +499,11 @@ def patches(
     std: str | None = STD_OPTION,
     output: str | None = OUTPUT_OPTION,
     trust_pickle: bool = TRUST_OPTION,
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """Stream a dataset once and crop the top-k receptive-field patches of every channel.
 
-    Example: gradsum features patches --model potholenet --weights best.pt --data roads:300:task=pothole --layer features.act3 --out runs/feat
+    Example: gradsum features patches --model potholenet --weights best.pt --data roads:300:task=pothole --layer features.act3 --out runs/feat --device cuda
     """
     import pandas as pd
 
@@ -494,6 +512,7 @@ def patches(
     from gradsum.run.store import save_figure
 
     check_out_dir(out)
+    device = device_option(device_)  # before the model or any image is loaded
     positive(k, "--k")
     if k > MAX_PATCHES_K:
         raise UserError(f"--k {k} is over the limit of {MAX_PATCHES_K} patches per channel (MAX_PATCHES_K)")
@@ -502,7 +521,8 @@ def patches(
     positive(batch_size, "--batch-size")
     chosen = parse_indices(channels)
     hw, resize = size_options(size, resize)
-    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle)
+    net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle,
+                     device=device)
     dataset = open_dataset(data, hw, resize, default_size=card_size(net))
     if limit is not None and limit < len(dataset):
         import torch
@@ -510,7 +530,7 @@ def patches(
         dataset = torch.utils.data.Subset(dataset, range(limit))
     if len(dataset) == 0:
         raise UserError(f"--data {data} has no samples")
-    first = dataset[0].image[None].float()
+    first = dataset[0].image[None].float().to(device)
     dataset = _OneSize(dataset, data, tuple(first.shape[-2:]))  # type: ignore[arg-type]
     check_pixels_at_once(min(batch_size, len(dataset)), tuple(first.shape[-2:]), "--batch-size",  # type: ignore[arg-type]
                          "use a smaller --batch-size or --size")
@@ -519,7 +539,7 @@ def patches(
         raise UserError(f"--layer {name} gives {tuple(act.shape)}; patches need a conv layer with (B,C,h,w) maps")
     if chosen is not None:
         check_indices(chosen, act.shape[1], "channel", f"layer '{name}' ({act.shape[1]} channels)")
-    res = top_patches(net, layer, dataset, k=k, channels=chosen, batch_size=batch_size)
+    res = top_patches(net, layer, dataset, k=k, channels=chosen, batch_size=batch_size, device=device)
     name = _safe(res.layer)
     ids = [getattr(dataset[i], "id", str(i)) for i in sorted(set(res.index.flatten().tolist()))]
     id_of = dict(zip(sorted(set(res.index.flatten().tolist())), ids, strict=True))

@@ -7,7 +7,14 @@ from typing import Any
 
 import typer
 
-from ._common import RESIZE_OPTION, UserError, check_out_dir, user_errors
+from ._common import (
+    DEVICE_OPTION,
+    RESIZE_OPTION,
+    UserError,
+    check_out_dir,
+    device_option,
+    user_errors,
+)
 from ._model import MEAN_OPTION, MODEL_HELP, NORMALIZE_OPTION, STD_OPTION, TRUST_OPTION, load_model
 from .features import data_size_option, size_options
 
@@ -58,17 +65,17 @@ def train(
     trust_pickle: bool = TRUST_OPTION,
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Keep samples in memory after the first epoch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device_: str = DEVICE_OPTION,
 ) -> None:
     """Train a model and write a checkpoint per epoch, metrics.csv, loss.png (and
     confusion.png for classifiers) into --out.
 
     Example: gradsum train --model pilotnet --data roads:2000 --task regression --epochs 6 --out runs/pilotnet --augment flip
 
-    Photos of mixed sizes: gradsum train --model torchvision:resnet18 --data folder:photos --size 224x224 --resize letterbox --task classification --epochs 5 --out runs/photos
+    Photos of mixed sizes on the first GPU: gradsum train --model torchvision:resnet18 --data folder:photos --size 224x224 --resize letterbox --task classification --epochs 5 --out runs/photos --device cuda:0
     """
-    import torch
-
     import gradsum.train as gt
+    from gradsum.core.devices import device_info
     from gradsum.data import parse_spec
     from gradsum.train.cache import CachedDataset
 
@@ -83,6 +90,7 @@ def train(
     check_out_dir(out)
     if out.exists() and any((out / "checkpoints").glob("epoch_*.pt")):
         raise UserError(f"{out} already holds checkpoints; choose a new --out folder or delete it")
+    device = device_option(device_)  # before any data or model is loaded
     hw, resize = size_options(size, resize)
     dataset = _load(data, task, hw, resize)
     if len(dataset) == 0:
@@ -106,18 +114,20 @@ def train(
     if num_classes is None and task != "regression" and classes:
         num_classes = len(classes)
     net = load_model(model, weights, num_classes, normalize=normalize, mean=mean, std=std, trust=trust_pickle,
-                     new_head=weights is not None and num_classes is not None)
+                     new_head=weights is not None and num_classes is not None, device=device)
     try:
         history = gt.fit(
             net, train_set, val_set, task=task, epochs=epochs, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, augment=gt.parse_augment(augment, task), seed=seed, out=out,
             progress=progress, reinit=weights is None, class_names=classes if classes and task != "regression" else None,
+            device=device,
         )
     except ValueError as exc:
         if _MIXED_SIZES not in str(exc) or hw is not None:
             raise
         raise UserError(f"--data {data} has images of several sizes, which cannot be batched together; give --size HxW "
                         "(and --resize letterbox|stretch|center-crop), e.g. --size 224x224") from None
+    runtime = device_info(device)
     manifest = {
         "command": "train", "model": model, "data": data, "val": val, "val_fraction": val_fraction,
         "task": task, "epochs": epochs, "batch_size": batch_size, "lr": lr,
@@ -125,7 +135,7 @@ def train(
         "resize": resize if hw and parse_spec(data)[0] not in ("roads", "digits") else None,
         "augment": augment, "num_classes": num_classes, "weights": str(weights) if weights else None,
         "n_train": len(train_set), "n_val": len(val_set) if val_set is not None else 0,
-        "torch": torch.__version__, "card": _card_dict(net),
+        "torch": runtime["torch"], "runtime": runtime, "card": _card_dict(net),
     }
     (out / "run.json").write_text(json.dumps(manifest, indent=2))
     best = history.best

@@ -21,8 +21,9 @@ from .folder import ImageFolder
 from .labels import CITYSCAPES, ROADS, VOC, VOC_CLASSES, Label, LabelTable
 from .preview import preview_grid, save_preview
 from .roads import RoadScenes, render_scene
-from .samples import Batch, Sample, collate
+from .samples import Batch, Sample, batches_by_size, collate
 from .spec import SPEC_FORMS, load_dataset, parse_spec
+from .subsets import Subset, with_boxes
 from .transforms import (
     RESIZE_POLICIES,
     Brightness,
@@ -39,7 +40,7 @@ from .voc import VOCDetection
 
 __all__ = [
     "MAX_IMAGE_PIXELS",
-    "Sample", "Batch", "collate",
+    "Sample", "Batch", "collate", "batches_by_size", "Subset", "with_boxes",
     "Label", "LabelTable", "CITYSCAPES", "ROADS", "VOC", "VOC_CLASSES",
     "RoadScenes", "render_scene",
     "Cityscapes", "VOCDetection", "DrivingLog", "ImageFolder", "Digits", "DataError",

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Sample", "Batch", "collate", "check_sample", "batches_by_size"]
+__all__ = ["Sample", "Batch", "collate", "check_sample", "batches_by_size", "read_samples"]
 
 
 @dataclass
@@ -122,8 +122,8 @@ def collate(samples: list[Sample]) -> Batch:
     )
 
 
-def batches_by_size(dataset: Any, indices: Sequence[int], batch_size: int,
-                    max_pending: int | None = None) -> Iterator[tuple[list[int], Batch]]:
+def batches_by_size(dataset: Any, indices: Sequence[int], batch_size: int, max_pending: int | None = None, *,
+                    num_workers: int = 0, pin_memory: bool = False) -> Iterator[tuple[list[int], Batch]]:
     """Batches of the samples of `dataset` at `indices` whose images share one size, with
     the positions (into `indices`) of their samples: nothing is resized, so a dataset of
     mixed sizes (PASCAL VOC, a folder of photos) is explained at each image's own size.
@@ -132,13 +132,23 @@ def batches_by_size(dataset: Any, indices: Sequence[int], batch_size: int,
     it holds `batch_size` samples, or, when more than `max_pending` samples (default
     4 x batch_size) wait, the fullest partial batch is yielded early (memory stays bounded
     whatever the number of sizes); the rest at the end, in order of first appearance. For a
-    dataset of one size these are exactly the batches of consecutive items."""
+    dataset of one size these are exactly the batches of consecutive items.
+
+    num_workers > 0 reads the samples in that many worker processes (a torch DataLoader: the
+    dataset's decoding and transforms run there, in order, prefetched), so the batches are
+    the same for any number of workers; pin_memory pins each batch's images (for a GPU)."""
     if max_pending is None:
         max_pending = 4 * batch_size
     pending: dict[tuple[int, ...], list[tuple[int, Sample]]] = {}
     waiting = 0
-    for position, item in enumerate(indices):
-        sample = dataset[item]
+
+    def ready(bucket: list[tuple[int, Sample]]) -> tuple[list[int], Batch]:
+        batch = collate([s for _, s in bucket])
+        if pin_memory:
+            batch.images = batch.images.pin_memory()
+        return [p for p, _ in bucket], batch
+
+    for position, sample in enumerate(read_samples(dataset, indices, num_workers)):
         key = tuple(sample.image.shape) if isinstance(sample, Sample) and isinstance(sample.image, torch.Tensor) else ()
         bucket = pending.setdefault(key, [])
         bucket.append((position, sample))
@@ -146,11 +156,42 @@ def batches_by_size(dataset: Any, indices: Sequence[int], batch_size: int,
         if len(bucket) >= batch_size:
             del pending[key]
             waiting -= len(bucket)
-            yield [p for p, _ in bucket], collate([s for _, s in bucket])
+            yield ready(bucket)
         elif waiting > max_pending:
             key = max(pending, key=lambda k: len(pending[k]))
             bucket = pending.pop(key)
             waiting -= len(bucket)
-            yield [p for p, _ in bucket], collate([s for _, s in bucket])
+            yield ready(bucket)
     for bucket in pending.values():
-        yield [p for p, _ in bucket], collate([s for _, s in bucket])
+        yield ready(bucket)
+
+
+class _Items:
+    """dataset[indices[i]] as a map-style dataset for a DataLoader."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]
+
+
+def _one(sample: Any) -> Any:
+    return sample
+
+
+def read_samples(dataset: Any, indices: Sequence[int], num_workers: int = 0) -> Iterator[Any]:
+    """dataset[i] for i in `indices`, in order: in this process (num_workers=0) or read ahead
+    by `num_workers` DataLoader worker processes (two samples prefetched per worker)."""
+    if num_workers <= 0 or len(indices) <= 1:
+        for item in indices:
+            yield dataset[item]
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_Items(dataset, indices), batch_size=None, shuffle=False, num_workers=num_workers,
+                        collate_fn=_one, prefetch_factor=2)
+    yield from loader

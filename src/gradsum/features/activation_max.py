@@ -136,6 +136,9 @@ def maximize(
     total-variation penalties; clamp: keep pixel-parameterised images in [0,1] (the
     keras preset leaves them unbounded, as the Keras example does); blur_every: blur the (pixel) image every k steps.
     The model runs in eval mode with frozen parameters; its state is restored afterwards.
+    Everything runs on the model's device; the random start and transforms are drawn from a
+    CPU generator seeded with `seed`, so a seed draws the same numbers on every device, and
+    the objective's history stays on the device until the end (no per-step host sync).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -206,7 +209,7 @@ def maximize(
         acts = {name: _crop_border(probe.activation(name), bord) for name, _ in unique}
         acts[OUTPUT] = out
         objective.validate(LayerActivations(acts, modules))
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: a seed gives the same start and warps on every device
     p = make_param(settings["param"], (n, channels, h, w), generator=gen, device=device, init=init,
                    clamp=bool(settings["clamp"]))
     params = p.parameters()

@@ -1,5 +1,8 @@
 """Image parameterisations for activation maximisation.
 
+The start is drawn on the generator's device and moved to `device`: with a CPU generator
+(as `maximize` uses) a seed gives the same start on every device.
+
 pixel: the image is the parameter itself, kept in [0,1] by projection after each step.
 fft: the image is the inverse real FFT of a spectrum scaled by 1/f^decay_power, mapped
 through a fixed colour decorrelation and a sigmoid (Olah et al., "Feature
@@ -32,8 +35,8 @@ class PixelParam:
         self.clamp = clamp
         if init is not None:
             start = init.detach().to(device=device, dtype=torch.float32).expand(shape).clone()
-        else:  # grey noise: 0.5 +- spread/2
-            u = torch.rand(shape, generator=generator, device=device)
+        else:  # grey noise: 0.5 +- spread/2, drawn on the generator's device
+            u = torch.rand(shape, generator=generator, device=generator.device).to(device)
             start = 0.5 + (u - 0.5) * spread
         self.tensor = start.requires_grad_(True)
 
@@ -69,7 +72,7 @@ class FFTParam:
         freqs = torch.sqrt(fy * fy + fx * fx)
         self.scale = 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay_power
         self.size = (h, w)
-        spec = torch.randn((b, c, h, w // 2 + 1, 2), generator=generator, device=device) * sd
+        spec = torch.randn((b, c, h, w // 2 + 1, 2), generator=generator, device=generator.device).to(device) * sd
         self.spectrum = spec.requires_grad_(True)
         self.decorrelate = decorrelate and c == 3
         corr = COLOR_CORRELATION_SVD_SQRT.to(device)

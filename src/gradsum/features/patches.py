@@ -138,14 +138,14 @@ def _footprint(model: nn.Module, name: str, module: nn.Module, image: torch.Tens
     rows = torch.nonzero(nz.any(1)).flatten()
     cols = torch.nonzero(nz.any(0)).flatten()
     if rows.numel() == 0:
-        return torch.tensor([y, x, y, x])
+        return torch.tensor([y, x, y, x], device=image.device)
     return torch.stack([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
 
 
 def _empirical(model: nn.Module, name: str, module: nn.Module, image_size: tuple[int, int],
                device: torch.device, channels: int, seed: int) -> ReceptiveField:
-    gen = torch.Generator(device=device).manual_seed(seed)
-    image = torch.rand((4, channels, *image_size), generator=gen, device=device)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same probe images on every device
+    image = torch.rand((4, channels, *image_size), generator=gen).to(device)
     with torch.no_grad(), Probe(model, [(name, module)]) as probe:
         forward_checked(model, image, _probe_what(image))
         h, w = probe.activation(name, spatial=True, method="receptive_field").shape[-2:]
@@ -308,11 +308,17 @@ def top_patches(
     batch_size: int = 64,
     field_method: str = "auto",
     progress: Any = None,
+    device: str | torch.device | None = None,
 ) -> TopPatches:
     """Stream `data` once through `model` and keep, for each channel of `layer`, the k
     largest activations with their (image, y, x) and the input crops of their receptive
     fields. per_image=True keeps at most one position per image and channel (its
-    maximum), False ranks every (image, position) pair. Ties keep the earlier item."""
+    maximum), False ranks every (image, position) pair. Ties keep the earlier item.
+
+    device: where the batches run (None = the model's device; the model is not moved).
+    Each batch moves there as it is read; the top-k values, positions and crops are kept
+    there, and the result comes back once, on the device the data's images came from (the
+    CPU for a dataset of Samples)."""
     from gradsum.methods.base import prepare_input
 
     k = check_int(k, "k")
@@ -324,12 +330,17 @@ def top_patches(
     if isinstance(data, torch.Tensor) and data.ndim == 4 and data.shape[0] == 0:
         raise ValueError(f"data is empty (an image tensor of shape {tuple(data.shape)}); give at least one image")
     name, module = resolve_layer(model, layer)
+    run_on = _run_device(model, device)
     vals = idx = ys = xs = crops = None
     chans: torch.Tensor | None = None
     rf: ReceptiveField | None = None
+    home: torch.device | None = None
     seen = candidates = 0
     with preserved_state(model), Probe(model, [(name, module)]) as probe, torch.no_grad():
         for images in _batches(data, batch_size):
+            if home is None:
+                home = images.device
+            images = images.to(run_on, non_blocking=run_on.type == "cuda")
             images, _ = prepare_input(model, images, "the images of data")
             probe.reset()
             forward_checked(model, images, "the images of data")
@@ -386,5 +397,15 @@ def top_patches(
     kept = min(k, candidates)
     y0, x0, y1, x1 = rf.box(ys, xs)
     boxes = torch.stack([y0, x0, y1, x1], -1)
-    return TopPatches(name, chans.tolist(), vals[:, :kept], idx[:, :kept], ys[:, :kept], xs[:, :kept],
-                      boxes[:, :kept], crops[:, :kept], rf, seen)
+    back = home or vals.device
+    return TopPatches(name, chans.tolist(), *(t[:, :kept].to(back) for t in (vals, idx, ys, xs, boxes, crops)),
+                      rf, seen)
+
+
+def _run_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """`device` checked (absent devices are one line), or the model's device when None."""
+    from gradsum.core.devices import resolve_device
+
+    if device is None:
+        return next((p.device for p in model.parameters()), torch.device("cpu"))
+    return resolve_device(device)

@@ -43,9 +43,13 @@ class Transforms:
         )
 
     def __call__(self, img: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Warp (B,C,H,W) -> (B,C,H,W): the pipeline's final canvas resampled to H x W."""
+        """Warp (B,C,H,W) -> (B,C,H,W): the pipeline's final canvas resampled to H x W.
+
+        The random draws and the (B,2,3) warp matrices are computed on the generator's
+        device (the CPU for a CPU generator: the same warps for a seed on every device) and
+        the matrices moved to the image's device, one small copy per call."""
         b, _, h, w = img.shape
-        dev = img.device
+        dev = generator.device
         kw = {"generator": generator, "device": dev}
 
         def shift(d: int) -> torch.Tensor:  # integer offsets in [-(d//2), d - d//2], per image and axis
@@ -70,6 +74,7 @@ class Transforms:
             torch.stack([a11 * cw / w, a12 * ch / w, 2 * bx / w], 1),
             torch.stack([a21 * cw / h, a22 * ch / h, 2 * by / h], 1),
         ], 1)
+        theta = theta.to(img.device, non_blocking=img.device.type == "cuda")
         grid = F.affine_grid(theta, [b, img.shape[1], h, w], align_corners=False)
         out = F.grid_sample(img - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out + self.fill

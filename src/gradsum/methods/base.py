@@ -19,6 +19,7 @@ from gradsum.core.batching import is_out_of_memory
 from gradsum.core.forward import forward_checked
 from gradsum.core.layout import in_preferred_layout
 from gradsum.core.outputs import OutputSpec, check_output_spec
+from gradsum.core.precision import precision_scope, precision_settings
 from gradsum.core.probe import gradients_enabled, preserved_state
 from gradsum.core.targets import TargetSpec, resolve_target
 
@@ -82,15 +83,19 @@ def prepare_input(model: nn.Module, x: Any, name: str = "x") -> tuple[torch.Tens
 
 
 def run_on_model(model: nn.Module, x: Any, run: Callable[[torch.Tensor], T], *, freeze: bool = True,
-                 output: OutputSpec = None) -> tuple[T, dict[str, Any]]:
+                 output: OutputSpec = None, precision: str = "float32",
+                 autocast: str | None = None) -> tuple[T, dict[str, Any]]:
     """`run(x)` as every explanation runs: autograd on whatever the caller's mode, x checked
     and cast (`prepare_input`), the model in eval mode with frozen parameters and its output
-    selected (`preserved_state`), x in the model's preferred layout. A model that cannot run
-    on x (the wrong number of channels, an image too small for its layers) is a ValueError
-    naming the failing layer. Returns (run's result, notes for the result's settings)."""
+    selected (`preserved_state`), x in the model's preferred layout, in `precision` (float32:
+    TF32 off on GPUs) and optionally under autocast (`gradsum.core.precision`). A model that
+    cannot run on x (the wrong number of channels, an image too small for its layers) is a
+    ValueError naming the failing layer. Returns (run's result, notes for the result's
+    settings, the precision included)."""
     with gradients_enabled():
         x, notes = prepare_input(model, x)
-        with preserved_state(model, freeze=freeze, output=output):
+        notes.update(precision_settings(precision, autocast))
+        with preserved_state(model, freeze=freeze, output=output), precision_scope(precision, autocast, x.device):
             try:
                 return in_preferred_layout(model, x, run), notes
             except RuntimeError as error:
@@ -197,7 +202,10 @@ class ZeroMapLog:
 
 
 def contiguous_result(attribution: Attribution) -> Attribution:
-    """The attribution with its tensors in the default layout (see `gradsum.core.layout`)."""
+    """The attribution with its tensors in the default layout (see `gradsum.core.layout`),
+    maps in float32 (under autocast they may come out in half precision)."""
+    if attribution.maps.is_floating_point() and attribution.maps.dtype in (torch.float16, torch.bfloat16):
+        attribution.maps = attribution.maps.float()
     attribution.maps = attribution.maps.contiguous()
     if attribution.input_maps is not None:
         attribution.input_maps = attribution.input_maps.contiguous()
@@ -249,6 +257,10 @@ class Explainer:
     freeze_parameters: ClassVar[bool] = True
     #: which tensor of a dict/tuple model output to explain (see `gradsum.core.outputs`)
     output: OutputSpec = None
+    #: "float32" (TF32 off on GPUs, the default) or "tf32"; autocast None, "bf16" or "fp16"
+    #: (see `gradsum.core.precision`; set by `explainer(..., precision=, autocast=)`)
+    precision: str = "float32"
+    autocast: str | None = None
 
     def __init__(self, model: nn.Module, layer: Any = "auto", **options: Any):
         if not isinstance(model, nn.Module):
@@ -267,7 +279,8 @@ class Explainer:
         spec = resolve_target(target)
         start = time.perf_counter()
         attribution, notes = run_on_model(self.model, x, lambda xin: self._explain(xin, spec),
-                                          freeze=self.freeze_parameters, output=output)
+                                          freeze=self.freeze_parameters, output=output, precision=self.precision,
+                                          autocast=self.autocast)
         attribution.cost.seconds = time.perf_counter() - start
         attribution.settings.update(notes)
         warn_zero_maps(attribution, self.family)

@@ -11,6 +11,7 @@ from torch import nn
 from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.layers import AUTO
 from gradsum.core.outputs import OutputSpec, check_output_spec
+from gradsum.core.precision import check_precision
 from gradsum.core.targets import TargetSpec, resolve_target
 from gradsum.methods.base import contiguous_result, run_on_model, warn_zero_maps
 from gradsum.methods.cam import CAM_FUNCTIONS, check_fusion, compute_cams
@@ -36,12 +37,15 @@ def explain(
     output: OutputSpec = None,
     fusion: str = "mean",
     options: dict[str, dict[str, Any]] | None = None,
+    precision: str = "float32",
+    autocast: str | None = None,
 ) -> Explanations:
     """Explain `x` with every method in `methods`.
 
     All CAM-family methods (gradcam, gradcam++, layercam, ...) are computed from ONE forward
     and ONE partial backward; other methods run their own passes. `options` maps a method
     name to its keyword options. `output` selects the tensor of a dict/tuple model output.
+    precision / autocast: see `gradsum.core.precision` (default float32, TF32 off on GPUs).
     Returns {name: Attribution} with a `.cost` total.
     """
     if isinstance(methods, str):
@@ -61,6 +65,7 @@ def explain(
         )
     options = {method_info(k).name: v for k, v in options.items()}
     check_fusion(fusion)
+    check_precision(precision, autocast)
     output = check_output_spec(output)
     spec = resolve_target(target)
     results = Explanations()
@@ -70,7 +75,7 @@ def explain(
         start = time.perf_counter()
         shared, notes = run_on_model(model, x, lambda xin: compute_cams(model, xin, spec, cam_names, layer,
                                                                         fusion=fusion),  # type: ignore[arg-type]
-                                     output=output)
+                                     output=output, precision=precision, autocast=autocast)
         shared = {name: contiguous_result(a) for name, a in shared.items()}
         seconds = time.perf_counter() - start
         shared[cam_names[0]].cost.seconds = seconds  # one Cost object, shared by all of them
@@ -82,7 +87,8 @@ def explain(
     for name in names:
         if name in results:
             continue
-        attribution: Attribution = explainer(name, model, layer=layer, output=output, **options.get(name, {}))(x, spec)
+        attribution: Attribution = explainer(name, model, layer=layer, output=output, precision=precision,
+                                             autocast=autocast, **options.get(name, {}))(x, spec)
         results[name] = attribution
         total = total + attribution.cost
     ordered = Explanations({n: results[n] for n in names})

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from gradsum.core.outputs import OutputSpec, check_output_spec
+from gradsum.core.precision import check_precision
 
 if TYPE_CHECKING:
     from gradsum.methods.base import Explainer
@@ -96,13 +97,17 @@ def method_info(name: str) -> MethodInfo:
 
 
 def explainer(name: str, model: nn.Module, layer: Any = "auto", *, output: OutputSpec = None,
-              **options: Any) -> Explainer:
+              precision: str = "float32", autocast: str | None = None, **options: Any) -> Explainer:
     """Build the explainer registered as `name` for `model`: `exp(x, target=None)`.
-    `output` selects the tensor of a dict/tuple model output (see `gradsum.core.outputs`)."""
+    `output` selects the tensor of a dict/tuple model output (see `gradsum.core.outputs`);
+    `precision` ("float32": TF32 off on GPUs, or "tf32") and `autocast` (None, "bf16",
+    "fp16") as in `gradsum.core.precision`, recorded in every result's settings."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    precision, autocast = check_precision(precision, autocast)
     made = method_info(name).cls(model, layer=layer, **options)
     made.output = check_output_spec(output)
+    made.precision, made.autocast = precision, autocast
     return made
 
 

@@ -9,6 +9,7 @@ from gradsum.metrics import sanity
 from gradsum.metrics._common import MetricResult, MetricWarning, boxes_to_masks
 from gradsum.metrics.benchmark import METRICS, BenchmarkResult, benchmark
 from gradsum.metrics.complexity import complexity, sparseness
+from gradsum.metrics.driving import Autonomy, autonomy
 from gradsum.metrics.faithfulness import (
     average_drop,
     confidence_change,
@@ -41,6 +42,8 @@ __all__ = [
     "MetricResult",
     "MetricWarning",
     "attribution_auc",
+    "autonomy",
+    "Autonomy",
     "average_drop",
     "bbox",
     "boxes_to_masks",

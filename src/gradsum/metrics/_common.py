@@ -227,8 +227,8 @@ def pixel_order(maps: torch.Tensor, seed: int = 0, *, descending: bool = True) -
     a seeded random order. Equivalent to adding a tiny seeded noise before sorting, but a
     tie-break never reorders two distinct values."""
     flat = maps.reshape(maps.shape[0], -1)
-    gen = torch.Generator(device=flat.device).manual_seed(int(seed))
-    perm = torch.argsort(torch.rand(flat.shape, generator=gen, device=flat.device), dim=1)
+    gen = torch.Generator().manual_seed(int(seed))  # CPU draws: the same tie order on every device
+    perm = torch.argsort(torch.rand(flat.shape, generator=gen).to(flat.device), dim=1)
     shuffled = flat.gather(1, perm)
     order = torch.sort(shuffled, dim=1, descending=descending, stable=True).indices
     return perm.gather(1, order)

@@ -213,6 +213,9 @@ class Evaluator:
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         device: torch.device | str | None = None,
         seed: int = 0,
+        num_workers: int = 0,
+        precision: str = "float32",
+        autocast: str | None = None,
     ) -> None:
         from gradsum.methods.registry import explainer
 
@@ -233,6 +236,7 @@ class Evaluator:
         if isinstance(target, str) and target != "label":
             raise ValueError(f"benchmark: target must be None, 'label', a class index or a Target; got {target!r}")
         self.batch_size = check_int(batch_size, "benchmark: batch_size")
+        self.num_workers = check_int(num_workers, "benchmark: num_workers", minimum=0)
         method_options = {k: dict(v) for k, v in (method_options or {}).items()}
         metric_options = {k: dict(v) for k, v in (metric_options or {}).items()}
         computed = set(metrics) | {_PARTNER[m] for m in metrics if m in _PARTNER}
@@ -252,7 +256,8 @@ class Evaluator:
         if isinstance(methods, Mapping):
             self.explainers = {name: factory(model) for name, factory in methods.items()}
         else:
-            self.explainers = {name: explainer(name, model, layer=layer, **method_options.get(name, {}))
+            self.explainers = {name: explainer(name, model, layer=layer, precision=precision, autocast=autocast,
+                                               **method_options.get(name, {}))
                                for name in methods}
         self.methods = list(self.explainers)
         self.box_labels: dict[int, int] = {}  # class index -> the label id its boxes carry (see rows)
@@ -267,6 +272,8 @@ class Evaluator:
             "metric_options": metric_options,
             "method_options": method_options,
             "units": {m: METRICS[m][1] for m in metrics},
+            "precision": precision,
+            "autocast": autocast,
         }
 
     def method_settings(self, name: str) -> dict[str, Any]:
@@ -286,7 +293,9 @@ class Evaluator:
         self.box_labels = _box_labels_of_classes(dataset)
         parts: dict[str, list[tuple[list[int], dict[str, Any]]]] = {name: [] for name in methods}
         done = dict.fromkeys(methods, 0)
-        for positions, batch in batches_by_size(dataset, list(indices), self.batch_size):
+        pin = self.device.type == "cuda"
+        for positions, batch in batches_by_size(dataset, list(indices), self.batch_size, num_workers=self.num_workers,
+                                                pin_memory=pin):
             for name in methods:
                 columns = self.batch_columns(name, batch)
                 rows = columns.pop("_row")
@@ -455,6 +464,9 @@ def benchmark(
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
+    num_workers: int = 0,
+    precision: str = "float32",
+    autocast: str | None = None,
     progress: Callable[[str, int], None] | None = None,
 ) -> BenchmarkResult:
     """Evaluate `methods` with `metrics` on `data`; returns a `BenchmarkResult` whose
@@ -470,7 +482,10 @@ def benchmark(
     perturbations then happen in that model-input space. target: as for explainers (None =
     predicted class), or "label": each image's own label (multi-label data: each class
     present, localised against that class's boxes); the faithfulness metrics use the same
-    target. For large datasets use `gradsum.run.evaluate_job`, which shards and resumes.
+    target. num_workers: processes reading a dataset's samples ahead of the model (the same
+    results for any number). precision / autocast: see `gradsum.core.precision` (registry
+    methods only; default float32: TF32 off on GPUs). For large datasets use `gradsum.run.evaluate_job`, which shards
+    and resumes.
     """
     import pandas as pd
 
@@ -478,7 +493,7 @@ def benchmark(
         max_images = check_int(max_images, "benchmark: max_images")
     evaluator = Evaluator(model, methods, metrics, layer=layer, target=target, batch_size=batch_size,
                           method_options=method_options, metric_options=metric_options, transform=transform,
-                          device=device, seed=seed)
+                          device=device, seed=seed, num_workers=num_workers, precision=precision, autocast=autocast)
     if _is_dataset(data):
         n = len(data) if max_images is None else min(len(data), max_images)
         return evaluator.result(evaluator.rows(data, range(n), progress=progress))

@@ -379,7 +379,7 @@ def road(
     all_img = idx // per_image
     all_lerf = (idx % per_image) // n_p == 1
     all_p = idx % n_p
-    gen = torch.Generator(device=x.device)
+    gen = torch.Generator()  # draws on the CPU: the same seed gives the same noise on every device
 
     def make(start: int, stop: int) -> torch.Tensor:
         img, lerf, p = all_img[start:stop], all_lerf[start:stop], all_p[start:stop]
@@ -391,7 +391,7 @@ def road(
             eps = torch.empty_like(filled)
             for i in range(start, stop):  # one seeded stream per perturbed input
                 gen.manual_seed(int(seed) * 1_000_003 + i)
-                eps[i - start] = torch.randn(filled.shape[1:], generator=gen, device=x.device, dtype=x.dtype)
+                eps[i - start] = torch.randn(filled.shape[1:], generator=gen, dtype=x.dtype).to(x.device)
             filled = filled + noise * eps * removed[:, None]
         return filled
 
@@ -449,13 +449,14 @@ def faithfulness_correlation(
     n_items = b * n_subsets
     all_img = torch.arange(n_items, device=x.device) // n_subsets
     attr_sums = torch.empty(n_items, device=x.device, dtype=torch.float32)
-    gen = torch.Generator(device=x.device)
+    gen = torch.Generator()  # draws on the CPU: the same seed gives the same subsets on every device
 
     def make(start: int, stop: int) -> torch.Tensor:
-        keys = torch.empty((stop - start, n_pix), device=x.device)
+        keys = torch.empty((stop - start, n_pix))
         for i in range(start, stop):
             gen.manual_seed(int(seed) * 1_000_003 + i)
-            keys[i - start] = torch.rand(n_pix, generator=gen, device=x.device)
+            keys[i - start] = torch.rand(n_pix, generator=gen)
+        keys = keys.to(x.device)
         chosen = torch.zeros_like(keys, dtype=torch.bool)
         chosen.scatter_(1, keys.topk(k, dim=1).indices, True)
         img = all_img[start:stop]

@@ -307,6 +307,7 @@ def noisy_linear_impute(
     if noise > 0:
         gen = generator
         if gen is None:
-            gen = torch.Generator(device=x.device).manual_seed(0 if seed is None else int(seed))
-        filled = filled + m[:, None] * noise * torch.randn(x.shape, generator=gen, device=x.device, dtype=dtype)
+            gen = torch.Generator().manual_seed(0 if seed is None else int(seed))  # CPU draws: device-independent
+        draws = torch.randn(x.shape, generator=gen, device=gen.device, dtype=dtype).to(x.device)
+        filled = filled + m[:, None] * noise * draws
     return filled.to(images.dtype)

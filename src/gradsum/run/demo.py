@@ -57,6 +57,9 @@ class DemoConfig:
         "integrated-gradients": {"steps": 16, "baseline": "blur"}, "rise": {"n_masks": 500, "baseline": "mean"},
         "extremal": {"iterations": 60}})
     curve_steps: int = 25  # deletion / insertion points per curve
+    #: where the demo trains, explains, profiles and evaluates: auto (CUDA, else MPS, else the CPU) | cpu |
+    #: cuda | cuda:N | mps
+    device: str = "auto"
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -81,18 +84,22 @@ class _Log:
 
 def _train(name: str, model: torch.nn.Module, train: Any, val: Any, task: str, epochs: int, out: Path, seed: int,
            lr: float) -> Any:
+    """Train `model` where it is (the demo's device) with a seeded initialisation."""
     import gradsum as gs
 
     return gs.train.fit(model, train, val, task=task, epochs=epochs, batch_size=32, lr=lr, seed=seed,
-                        out=out / "models" / name, progress=True, reinit=True)  # seeded initialisation
+                        out=out / "models" / name, progress=True, reinit=True)
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[str], None] = print) -> Path:
-    """Run the demo into `out` and return the path of report.html. Maps that are zero
+    """Run the demo into `out` on `config.device` and return the path of report.html. An
+    absent device is a one-line ValueError before anything is written. Maps that are zero
     everywhere are expected here (randomly initialised copies, steering explained in one
     direction) and the report shows them, so their warning is not repeated."""
+    from gradsum.core.devices import resolve_device
     from gradsum.methods import ZeroMapWarning
 
+    resolve_device((config or DemoConfig()).device)  # an absent device: one line, nothing written
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZeroMapWarning)
         return _run_demo(out, config, echo)
@@ -101,6 +108,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
 def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], None]) -> Path:
     import gradsum as gs
     from gradsum.cli.profile import write_profile_report
+    from gradsum.core.devices import device_info, resolve_device
     from gradsum.report import ReportSpec, render_report
     from gradsum.report.plots import comparison_bars, epoch_lines, image_panel, scene_grid
     from gradsum.run.demo_vit import vit_comparison
@@ -108,10 +116,12 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     from gradsum.run.store import save_figure, write_json
 
     cfg = config or DemoConfig()
+    dev = resolve_device(cfg.device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = _Log(echo)
-    write_json(out / "demo_config.json", asdict(cfg))
+    write_json(out / "demo_config.json", {**asdict(cfg), "runtime": device_info(dev)})
+    log(f"running on {dev}")
     spec = ReportSpec("gradsum demo: what do road models look at?",
                       f"synthetic road scenes ({cfg.size[0]}x{cfg.size[1]} for steering, {cfg.pothole_size[0]}x"
                       f"{cfg.pothole_size[1]} for potholes), seed {cfg.seed}, "
@@ -145,15 +155,15 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
 
     # 2. training -----------------------------------------------------------------------------
     log("training PilotNet (steering)")
-    pilot = gs.models.build("pilotnet")
+    pilot = gs.models.build("pilotnet").to(dev)
     h_steer = _train("pilotnet", pilot, steer_train, steer_test, "regression", cfg.steer_epochs, out, cfg.seed, 1e-3)
     log(f"  steering MAE {h_steer.final.get('val_mae', float('nan')):.3f}")
     log("training the pothole classifier (no shortcut)")
-    clean = gs.models.build("potholenet")
+    clean = gs.models.build("potholenet").to(dev)
     h_clean = _train("pothole_clean", clean, clean_train, pothole_test, "classification", cfg.pothole_epochs, out,
                      cfg.seed, 2e-3)
     log("training the pothole classifier (with the vegetation shortcut)")
-    short = gs.models.build("potholenet")
+    short = gs.models.build("potholenet").to(dev)
     h_short = _train("pothole_shortcut", short, shortcut_train, pothole_test, "classification", cfg.pothole_epochs,
                      out, cfg.seed, 2e-3)
     rows = []
@@ -186,10 +196,11 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     for name, model, ds in (("pothole_shortcut", short, pothole_test), ("pothole_clean", clean, pothole_test),
                             ("pilotnet", pilot, steer_test)):
         batch = gs.data.samples.collate([ds[i] for i in range(cfg.gallery)])
-        res = gs.explain(model, batch.images, methods=methods, layer=gs.models.default_layer_for(model) or "auto",
+        images = batch.images.to(dev)
+        res = gs.explain(model, images, methods=methods, layer=gs.models.default_layer_for(model) or "auto",
                          options=cfg.method_options)
         with torch.no_grad():
-            output = model(batch.images)
+            output = model(images).cpu()
         titles = ([f"steer {float(o):+.2f} (true {float(t):+.2f})" for o, t in zip(output[:, 0], batch.targets, strict=True)]
                   if output.shape[1] == 1 else
                   [f"pred {int(o)} (true {int(t)})" for o, t in zip(output.argmax(1), batch.targets, strict=True)])
@@ -200,7 +211,7 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     log("GradSUM: pothole classifiers with and without the shortcut")
     layer = gs.models.default_layer_for(short) or "auto"
     # explain the "good road" decision (class 0): what makes each classifier say there is no pothole
-    common = {"layer": layer, "seed": cfg.seed, "options": cfg.method_options, "target": 0}
+    common = {"layer": layer, "seed": cfg.seed, "options": cfg.method_options, "target": 0, "device": dev}
     prof_clean = gs.gradsum(clean, pothole_test, method=methods, model_name="no shortcut", **common)
     prof_short = gs.gradsum(short, pothole_test, method=methods, model_name="shortcut", **common)
     # random copies: the CAM methods share one pass, so their baseline costs one Grad-CAM
@@ -244,9 +255,9 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     steer_target = gs.RegressionTarget(0, sign="prediction")  # what it steers by, whichever the direction
     epoch_profiles = []
     for k, ckpt in enumerate(h_steer.checkpoints, start=1):
-        net = gs.models.load(ckpt, model=gs.models.build("pilotnet"))
+        net = gs.models.load(ckpt, model=gs.models.build("pilotnet")).to(dev)
         epoch_profiles.append(gs.gradsum(net, steer_test, method="gradcam", layer=gs.models.default_layer_for(net),
-                                         target=steer_target, model_name="pilotnet", epoch=k))
+                                         target=steer_target, model_name="pilotnet", epoch=k, device=dev))
     steer_profile = epoch_profiles[0]
     for p in epoch_profiles[1:]:
         steer_profile = steer_profile.concat(p)
@@ -266,10 +277,10 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     images = pothole_profile.images
     for i in range(3):
         s = pothole_test[i]
-        attr = res(s.image[None])
+        attr = res(s.image[None].to(dev))
         rows_i = images[(images["image_id"] == s.id) & (images["model"] == "shortcut") & (images["method"] == "gradcam")]
         save_figure(out / f"figures/panel_{i}.png", image_panel(
-            s.image, s.segmentation, attr.maps[0], rows_i, table,
+            s.image, s.segmentation, attr.maps[0].cpu(), rows_i, table,
             title=f"{s.id}: pothole={s.target}, predicted {int(attr.targets[0])}"))
         spec.figure(f"figures/panel_{i}.png", f"{s.id}")
 
@@ -294,7 +305,8 @@ def _evaluation(out: Path, spec: Any, cfg: DemoConfig, model: torch.nn.Module, t
     log("evaluation: heatmap methods x metrics on the pothole boxes")
     methods = [m for m in EVAL_METHODS if m in gs.available_methods()]
     boxed = with_boxes(test, cfg.eval_images)
-    result = gs.metrics.benchmark(model, boxed, methods, layer=layer, target=1, batch_size=8, seed=cfg.seed,
+    dev = next(model.parameters()).device
+    result = gs.metrics.benchmark(model, boxed, methods, layer=layer, target=1, batch_size=8, seed=cfg.seed, device=dev,
                                   method_options=cfg.eval_options,
                                   metric_options={"deletion": {"deletion_substrate": "blur", "steps": cfg.curve_steps},
                                                   "drop": {"substrate": "blur"}, "increase": {"substrate": "blur"}})
@@ -308,7 +320,7 @@ def _evaluation(out: Path, spec: Any, cfg: DemoConfig, model: torch.nn.Module, t
         "patch on the road as a pothole, so a black baseline would explain 'less pothole than a black image'."))
     log("sanity checks: cascading model randomisation")
     batch = gs.data.samples.collate([test[i] for i in range(cfg.sanity_images)])
-    sanity = gs.metrics.sanity.model_randomization(model, batch.images, ["gradcam", "saliency", "guided-backprop"],
+    sanity = gs.metrics.sanity.model_randomization(model, batch.images.to(dev), ["gradcam", "saliency", "guided-backprop"],
                                                    layer=layer, mode="cascading", seed=cfg.seed)
     sanity_section(out, spec, sanity)
 

@@ -40,17 +40,18 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
     from gradsum.semantic import shortcut_findings, shortcut_verdict
 
     table = test.label_table if hasattr(test, "label_table") else gs.semantic.ROADS
+    dev = next(cnn.parameters()).device  # the ViT trains, and both models run, where the CNN is
     log(f"CNN versus ViT: training vit-tiny on {len(train)} scenes with the shortcut")
     torch.manual_seed(cfg.seed)
     vit = gs.models.attach_card(gs.models.ViTTiny(num_classes=2, img_size=cfg.pothole_size),
-                                gs.models.ModelCard(spec="vit-tiny", num_classes=2, task="classification"))
+                                gs.models.ModelCard(spec="vit-tiny", num_classes=2, task="classification")).to(dev)
     history = train_model("vit_shortcut", vit, train, test, "classification", cfg.vit_epochs, out, cfg.seed,
                           cfg.vit_lr)
     log(f"  ViT validation accuracy {history.final.get('val_accuracy', float('nan')):.3f}")
 
     log("CNN versus ViT: GradSUM with random-model baselines")
     cnn_layer = gs.models.default_layer_for(cnn) or "auto"
-    common = {"seed": cfg.seed, "target": 0, "baseline": cfg.baseline}
+    common = {"seed": cfg.seed, "target": 0, "baseline": cfg.baseline, "device": dev}
     prof_cnn = gs.gradsum(cnn, test, method="gradcam", layer=cnn_layer, model_name="CNN", **common)
     prof_vit = gs.gradsum(vit, test, method=VIT_METHODS, layer=gs.models.default_layer_for(vit) or "auto",
                           model_name="ViT", **common)
@@ -74,9 +75,10 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
 
     log("CNN versus ViT: heatmaps on the same scenes")
     batch = gs.data.samples.collate([test[i] for i in range(cfg.gallery)])
-    rows: dict[str, Any] = {"CNN Grad-CAM": gs.explainer("gradcam", cnn, layer=cnn_layer)(batch.images, 0)}
+    images = batch.images.to(dev)
+    rows: dict[str, Any] = {"CNN Grad-CAM": gs.explainer("gradcam", cnn, layer=cnn_layer)(images, 0)}
     for method in VIT_METHODS:
-        rows[f"ViT {_SHORT[method]}"] = gs.explainer(method, vit)(batch.images, 0)
+        rows[f"ViT {_SHORT[method]}"] = gs.explainer(method, vit)(images, 0)
     save_figure(out / "figures/vit_gallery.png", gs.viz.grid(batch.images, rows, titles=list(batch.ids)))
 
     accuracy = history.final.get("val_accuracy", float("nan"))
@@ -110,7 +112,7 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
     boxed = with_boxes(test, cfg.eval_images)
     methods = [m for m in VIT_EVAL_METHODS if m in gs.available_methods()]
     result = gs.metrics.benchmark(
-        vit, boxed, methods, target=1, batch_size=8, seed=cfg.seed,
+        vit, boxed, methods, target=1, batch_size=8, seed=cfg.seed, device=dev,
         metric_options={"deletion": {"deletion_substrate": "blur", "steps": cfg.curve_steps},
                         "drop": {"substrate": "blur"}, "increase": {"substrate": "blur"}})
     spec.text(_nature_sentence(summary))

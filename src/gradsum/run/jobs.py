@@ -38,6 +38,9 @@ def profile_job(
     engine: Engine | None = None,
     overwrite: bool = False,
     device: torch.device | str | None = None,
+    num_workers: int = 0,
+    precision: str = "float32",
+    autocast: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Profile:
     """GradSUM over `dataset` in resumable shards, written to `out`:
@@ -45,13 +48,16 @@ def profile_job(
     copies), profile_images.parquet, profile_summary.parquet and, with a baseline,
     baseline_summary.parquet. `config` identifies the job for resuming (the CLI passes the
     specs it was given and the SHA-256 of the weights file); the settings below, batch_size
-    included, are added to it."""
+    included, are added to it. num_workers: processes reading the samples (results do not
+    depend on it, so it is not part of the job)."""
     table = table_of(dataset, label_table)
     computer = ProfileComputer(model, table, list(methods), layer=layer, target=target, normalize=normalize,  # type: ignore[arg-type]
                                threshold=threshold, batch_size=batch_size, baseline=baseline, seed=seed,
-                               model_name=model_name, epoch=epoch, options=options, device=device)
+                               model_name=model_name, epoch=epoch, options=options, device=device,
+                               num_workers=num_workers, precision=precision, autocast=autocast)
     # every setting that changes numbers identifies the job (batched float arithmetic differs by ~1e-7)
-    job = Job("profile", {**(config or {}), **computer.settings, "batch_size": batch_size}, len(dataset), shard_size)
+    job = Job("profile", {**(config or {}), **computer.settings, "batch_size": batch_size}, len(dataset), shard_size,
+              runtime=_runtime(model, device))
 
     def compute(items: range) -> Any:
         return computer.rows(dataset, list(items))
@@ -105,6 +111,9 @@ def evaluate_job(
     engine: Engine | None = None,
     overwrite: bool = False,
     device: torch.device | str | None = None,
+    num_workers: int = 0,
+    precision: str = "float32",
+    autocast: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> BenchmarkResult:
     """`gradsum.metrics.benchmark` over `dataset` in resumable shards, one method after the
@@ -116,11 +125,12 @@ def evaluate_job(
     for `benchmark` (a factory is identified by its name only). progress(method, done,
     total) reports each method's images."""
     evaluator = Evaluator(model, methods, metrics, layer=layer, target=target, batch_size=batch_size,
-                          method_options=method_options, metric_options=metric_options, device=device, seed=seed)
+                          method_options=method_options, metric_options=metric_options, device=device, seed=seed,
+                          num_workers=num_workers, precision=precision, autocast=autocast)
     frames = []
     for name in evaluator.methods:
         job = Job(evaluation_kind(name), {**(config or {}), **evaluator.method_settings(name)}, len(dataset),
-                  shard_size)
+                  shard_size, runtime=_runtime(model, device))
 
         def compute(items: range, name: str = name) -> Any:
             return evaluator.rows(dataset, list(items), [name])
@@ -130,3 +140,12 @@ def evaluate_job(
     import pandas as pd
 
     return evaluator.result(pd.concat(frames, ignore_index=True))
+
+
+def _runtime(model: nn.Module, device: torch.device | str | None) -> dict[str, Any]:
+    """The device the job runs on (the model's when not given), for its manifest."""
+    from gradsum.core.devices import device_info
+
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return device_info(device)

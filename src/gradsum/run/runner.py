@@ -13,55 +13,38 @@ import io
 import json
 import platform
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from gradsum.run.engines import Engine, LocalEngine
 from gradsum.run.store import remove_partial_files, write_bytes, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Job", "Engine", "LocalEngine", "run_sharded", "read_table", "write_table", "manifest_for",
-           "RunFolderError"]
-
-T = TypeVar("T")
+           "RunFolderError"]  # Engine, LocalEngine: re-exported from gradsum.run.engines
 
 
 class RunFolderError(ValueError):
     """The output folder holds a different job."""
 
 
-class Engine(Protocol):
-    """Runs shard tasks and yields (shard index, result) as they finish. The local engine runs
-    them in this process; a distributed engine can run them elsewhere as long as each task is
-    self-contained."""
-
-    name: str
-
-    def map(self, task: Callable[[int], T], shards: Sequence[int]) -> Iterator[tuple[int, T]]: ...
-
-
-class LocalEngine:
-    """In-process, one shard after the other."""
-
-    name = "local"
-
-    def map(self, task: Callable[[int], T], shards: Sequence[int]) -> Iterator[tuple[int, T]]:
-        for k in shards:
-            yield k, task(k)
-
-
 @dataclass(frozen=True)
 class Job:
-    """kind: table name ("profile", "explain", "evaluate"); config: JSON-able description that
-    identifies the job (specs, methods, seeds...); n_items, shard_size: the sharding."""
+    """kind: table name ("profile", "evaluate-<method>"); config: JSON-able description that
+    identifies the job (specs, methods, seeds, precision...); n_items, shard_size: the
+    sharding; runtime: the device it runs on (recorded, not identifying)."""
 
     kind: str
     config: dict[str, Any]
     n_items: int
     shard_size: int = 64
+    #: where and how it runs (device, its name, versions): recorded in the manifest, not part of
+    #: the identity (a job may resume on another machine)
+    runtime: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -109,6 +92,7 @@ def manifest_for(job: Job) -> dict[str, Any]:
         "versions": _versions(),
         "git_commit": _git_commit(),
         "platform": platform.platform(),
+        "runtime": job.runtime,
     }
 
 

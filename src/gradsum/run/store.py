@@ -92,14 +92,19 @@ def save_figure(path: str | os.PathLike[str], fig: Any, dpi: int = 110) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
-def save_maps(path: str | os.PathLike[str], **maps: Any) -> Path:
-    """Save named heatmap arrays as float16 in a compressed .npz."""
-    arrays = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float16) for k, v in maps.items()}
+def save_maps(path: str | os.PathLike[str], ids: Any = None, **maps: Any) -> Path:
+    """Save named heatmap arrays as float32 in a compressed .npz (float16 flushed small raw
+    maps, such as gradients of 1e-6, to zero), with the images' `ids` under the key "ids"
+    when given."""
+    arrays = {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float32) for k, v in maps.items()}
+    if ids is not None:
+        arrays["ids"] = np.asarray([str(i) for i in ids])
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return write_bytes(path, buf.getvalue())
 
 
 def load_maps(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of `save_maps` (maps as float32; "ids", when saved, as strings)."""
     with np.load(path) as data:
-        return {k: data[k].astype(np.float32) for k in data.files}
+        return {k: data[k] if k == "ids" else data[k].astype(np.float32) for k in data.files}

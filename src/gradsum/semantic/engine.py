@@ -21,13 +21,14 @@ from torch import nn
 
 from gradsum.core.layers import AUTO, layer_name
 from gradsum.core.normalize import NormalizeMode
+from gradsum.core.precision import check_precision
 from gradsum.core.targets import label_targets
 from gradsum.data.samples import batches_by_size
 from gradsum.methods._args import check_int, check_seed
 from gradsum.methods.base import ZeroMapLog, ZeroMapWarning
 from gradsum.methods.explain import explain
 from gradsum.semantic.baseline import randomized_copy
-from gradsum.semantic.labels import LabelIndex, LabelTable, label_table_of
+from gradsum.semantic.labels import DeferredChecks, LabelIndex, LabelTable, label_table_of
 from gradsum.semantic.profile import (
     LabelSums,
     Profile,
@@ -73,7 +74,8 @@ def profile_batch(
     if not sums:
         raise ValueError(f"target='label': no image of the batch ({list(batch.ids)[:3]}) has a label present")
     return pd.DataFrame(concat_columns([
-        profile_columns(s.sums, index, s.ids, {**(context or {}), "method": name}, s.per_image)
+        profile_columns(s.sums, index, s.ids, {**(context or {}), "method": name},
+                        {key: _joined([values]) for key, values in s.per_image.items()})
         for name, s in sums.items()
     ]))
 
@@ -90,7 +92,10 @@ def batch_sums(
     threshold: float = 0.5,
     options: dict[str, dict[str, Any]] | None = None,
     device: torch.device | str | None = None,
+    precision: str = "float32",
+    autocast: str | None = None,
     zero_maps: ZeroMapLog | None = None,
+    checks: DeferredChecks | None = None,
 ) -> dict[str, BatchSums]:
     """Explain one collated batch with every method (CAM methods sharing one pass) and sum
     each map per image and label: {method: BatchSums}.
@@ -98,7 +103,8 @@ def batch_sums(
     target="label" explains each image's own label; with multi-label targets (multi-hot, as
     PASCAL VOC's) every class present in an image is explained, one row set per (image,
     class), and an image without any present class is left out. zero_maps: collects the
-    images whose map is zero everywhere (by id) instead of warning per batch."""
+    images whose map is zero everywhere (by id) instead of warning per batch. checks: defers
+    the validity checks of the sums to `checks.verify()` (no per-batch host synchronisation)."""
     if batch.segmentations is None:
         raise ValueError(
             f"GradSUM needs a segmentation for every image; images {batch.ids[:3]} have none. "
@@ -120,14 +126,16 @@ def batch_sums(
     ids = [batch.ids[i] for i in rows]
     height, width = int(images.shape[-2]), int(images.shape[-1])
     with zero_maps.batch(ids) if zero_maps is not None else contextlib.nullcontext():
-        results = explain(model, images, methods=list(methods), layer=layer, target=spec, options=options)
+        results = explain(model, images, methods=list(methods), layer=layer, target=spec, options=options,
+                          precision=precision, autocast=autocast)
     source = f"images {ids[:3]}"
     out = {}
     for name, attr in results.items():
-        per_image: dict[str, list[Any]] = {"height": [height] * len(ids), "width": [width] * len(ids)}
+        per_image: dict[str, Any] = {"height": [height] * len(ids), "width": [width] * len(ids)}
         if attr.targets is not None:
-            per_image["target"] = attr.targets.tolist()
-        sums = label_sums(attr.maps, segmentations, index, threshold=threshold, normalize=normalize, source=source)
+            per_image["target"] = attr.targets  # a tensor, read back once per shard (no per-batch sync)
+        sums = label_sums(attr.maps, segmentations, index, threshold=threshold, normalize=normalize, source=source,
+                          checks=checks)
         out[name] = BatchSums(sums, ids, rows, per_image)
     return out
 
@@ -141,7 +149,15 @@ class BatchSums:
     sums: LabelSums
     ids: list[str]
     rows: list[int]
-    per_image: dict[str, list[Any]]
+    per_image: dict[str, Any]
+
+
+def _joined(parts: list[Any]) -> list[Any]:
+    """Per-image values of several batches as one list (tensors concatenated and copied to the
+    host once)."""
+    if parts and isinstance(parts[0], torch.Tensor):
+        return torch.cat([p.reshape(-1) for p in parts]).cpu().tolist()
+    return [v for part in parts for v in part]
 
 
 def _check_indices(indices: Any, n: int) -> list[int]:
@@ -204,6 +220,9 @@ class ProfileComputer:
         epoch: int | None = None,
         options: dict[str, dict[str, Any]] | None = None,
         device: torch.device | str | None = None,
+        num_workers: int = 0,
+        precision: str = "float32",
+        autocast: str | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -215,15 +234,20 @@ class ProfileComputer:
         self.table = table
         self.methods = _check_methods(methods)
         self.layer = _layer_spec(model, layer)
+        precision, autocast = check_precision(precision, autocast)
         self.kwargs = {"target": target, "normalize": normalize, "threshold": threshold, "options": options,
-                       "device": device}
+                       "device": device, "precision": precision, "autocast": autocast}
         self.batch_size = batch_size
+        # worker processes that read (decode, resize) the samples; results do not depend on them
+        self.num_workers = check_int(num_workers, "num_workers", minimum=0)
+        self.pin_memory = device is not None and torch.device(device).type == "cuda"
         context = {"model": model_name, "epoch": epoch}
         self.models = [(model, {**context, "copy": -1})]
         self.models += [(randomized_copy(model, seed + k), {**context, "copy": k}) for k in range(baseline)]
         self.settings = {"methods": self.methods, "layer": self.layer, "normalize": normalize,
                          "threshold": threshold, "baseline": baseline, "seed": seed, "label_table": table.name,
                          "target": str(target), "model": model_name, "epoch": epoch, "options": options or {},
+                         "precision": precision, "autocast": autocast,
                          "label_groups": {label.name: label.category for label in table.labels}}
 
     def rows(self, dataset: Any, indices: Sequence[int],
@@ -232,27 +256,32 @@ class ProfileComputer:
         import pandas as pd
 
         index = LabelIndex.of(self.table, self.kwargs["device"])
-        blocks = []
         zero_maps = ZeroMapLog()  # the model's blank maps, named once at the end
-        for net, context in self.models:
-            collected: dict[str, list[tuple[list[int], BatchSums]]] = {}
-            for positions, batch in batches_by_size(dataset, indices, self.batch_size):
+        checks = DeferredChecks()  # read back once per call, not once per batch (GPU)
+        # each batch is read once and explained by the model and every random copy
+        collected: list[dict[str, list[tuple[list[int], BatchSums]]]] = [{} for _ in self.models]
+        for positions, batch in batches_by_size(dataset, indices, self.batch_size, num_workers=self.num_workers,
+                                                pin_memory=self.pin_memory):
+            for (net, context), parts in zip(self.models, collected, strict=True):
                 with warnings.catch_warnings():
                     if context["copy"] >= 0:  # random copies: blank maps are part of the baseline
                         warnings.simplefilter("ignore", ZeroMapWarning)
                     sums = batch_sums(net, batch, index, self.methods, layer=self.layer,
-                                      zero_maps=zero_maps if context["copy"] < 0 else None, **self.kwargs)
+                                      zero_maps=zero_maps if context["copy"] < 0 else None, checks=checks,
+                                      **self.kwargs)
                 for name, part in sums.items():
-                    collected.setdefault(name, []).append(([positions[r] for r in part.rows], part))
+                    parts.setdefault(name, []).append(([positions[r] for r in part.rows], part))
                 if progress is not None:
                     progress(len(batch))
-            for name, parts in collected.items():  # the columns of a whole dataset at once, in item order
+        checks.verify()
+        blocks = []
+        for (_, context), per_method in zip(self.models, collected, strict=True):
+            for name, parts in per_method.items():  # the columns of a whole shard at once, in item order
                 where = [p for positions, _ in parts for p in positions]
                 order = sorted(range(len(where)), key=where.__getitem__)
                 sums = LabelSums.cat([part.sums for _, part in parts]).take(torch.as_tensor(order))
                 ids = [i for _, part in parts for i in part.ids]
-                per_image = {key: [v for _, part in parts for v in part.per_image[key]]
-                             for key in parts[0][1].per_image}
+                per_image = {key: _joined([part.per_image[key] for _, part in parts]) for key in parts[0][1].per_image}
                 blocks.append(profile_columns(sums, index, [ids[i] for i in order], {**context, "method": name},
                                               {key: [values[i] for i in order] for key, values in per_image.items()}))
         if not blocks:
@@ -300,6 +329,9 @@ def gradsum(
     options: dict[str, dict[str, Any]] | None = None,
     indices: Sequence[int] | None = None,
     device: torch.device | str | None = None,
+    num_workers: int = 0,
+    precision: str = "float32",
+    autocast: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Profile:
     """GradSUM profile of `model` on `dataset` (indexable, Samples with segmentations).
@@ -311,7 +343,10 @@ def gradsum(
     copies of the architecture profiled the same way (seeds seed..seed+K-1), stored in
     `Profile.baseline`. label_table: a LabelTable or a built-in table's name ("cityscapes",
     "roads", "voc"); defaults to `dataset.label_table`. indices: distinct positions in the
-    dataset (default all). Returns a Profile whose
+    dataset (default all). num_workers: processes that read the samples (decoding, resizing)
+    ahead of the model, through a torch DataLoader; the results are the same for any number.
+    precision / autocast: `gradsum.core.precision` (default float32: TF32 off on GPUs).
+    Returns a Profile whose
     `images` table has one row per image x method x level (label, category) x category.
     For large datasets use `gradsum.run.profile_job`, which shards and resumes.
     """
@@ -334,7 +369,8 @@ def gradsum(
         raise TypeError(f"progress must be a callable progress(done, total) or None; got {type(progress).__name__}")
     computer = ProfileComputer(model, table, methods, layer=layer, target=target, normalize=normalize,
                                threshold=threshold, batch_size=batch_size, baseline=baseline, seed=seed,
-                               model_name=model_name, epoch=epoch, options=options, device=device)
+                               model_name=model_name, epoch=epoch, options=options, device=device,
+                               num_workers=num_workers, precision=precision, autocast=autocast)
     total = len(order) * len(computer.models)
     done = [0]
 

@@ -3,6 +3,7 @@
 table with `pothole`, PASCAL VOC) are defined once, in `gradsum.data.labels`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -10,7 +11,8 @@ import torch
 
 from gradsum.data.labels import CITYSCAPES, ROADS, VOC, LabelTable
 
-__all__ = ["CITYSCAPES", "ROADS", "VOC", "TABLES", "LabelTable", "LabelIndex", "Workspace", "label_table_of"]
+__all__ = ["CITYSCAPES", "ROADS", "VOC", "TABLES", "LabelTable", "LabelIndex", "Workspace", "label_table_of",
+           "DeferredChecks"]
 
 #: the built-in label tables by name (what a string label_table= may name)
 TABLES: dict[str, LabelTable] = {table.name: table for table in (CITYSCAPES, ROADS, VOC)}
@@ -90,7 +92,8 @@ class LabelIndex:
 
     BINS = 4  # bins per image x slot: 2 * (above the threshold) + pixel parity
 
-    def keys(self, seg: torch.Tensor, values: torch.Tensor, cut: torch.Tensor, source: str = "") -> torch.Tensor:
+    def keys(self, seg: torch.Tensor, values: torch.Tensor, cut: torch.Tensor, source: str = "",
+             checks: DeferredChecks | None = None) -> torch.Tensor:
         """Label ids (B, H, W), values (B, N) and per-image cuts (B, 1) -> (B, N) int64 bins
         (slot * 2 + [value > cut]) * 2 + pixel parity, in 0..S*BINS-1 for each image, so a
         row-wise scatter gives every label's pixels / mass below and above the threshold.
@@ -100,9 +103,15 @@ class LabelIndex:
 
         Ids outside the table's id range give bins outside 0..S*BINS-1 (`check_range` names
         them); ids inside the range but missing from the table show up as counts in `unknown`
-        slots (see `check_known`)."""
+        slots (see `check_known`). With `checks`, a GPU batch is not synchronised to check the
+        range: ids outside it are counted as the first label and reported by `checks.verify()`."""
         if seg.device.type != "cpu":  # on CPU the scatter itself rejects such bins; see check_range
-            self.check_range(seg, source)
+            if checks is None:
+                self.check_range(seg, source)
+            else:
+                outside = (seg + self.offset < 0) | (seg + self.offset >= self.n_slots)
+                checks.add(outside.any(), lambda seg=seg: self.check_range(seg, source))
+                seg = seg.masked_fill(outside, -self.offset)
         work = self.workspace(values.shape, values.device)
         key = work.keys.copy_(torch.gt(values, cut, out=work.above))  # 0 / 1 (gt into int64 goes through a temporary)
         torch.add(work.parity, key, alpha=2, out=key)  # + offset * BINS + pixel parity
@@ -129,11 +138,15 @@ class LabelIndex:
             self._unknown_error(torch.unique(seg[(seg + self.offset < 0) | (seg + self.offset >= self.n_slots)]),
                                 source)
 
-    def check_known(self, pixels: torch.Tensor, source: str = "") -> None:
-        """`pixels` (B, S) per-slot counts: an error if any id outside the table was seen."""
+    def check_known(self, pixels: torch.Tensor, source: str = "", checks: DeferredChecks | None = None) -> None:
+        """`pixels` (B, S) per-slot counts: an error if any id outside the table was seen (with
+        `checks`: when `checks.verify()` runs, without a host synchronisation now)."""
         if self.unknown.numel() == 0:
             return
         seen = pixels[:, self.unknown].sum(dim=0) > 0
+        if checks is not None:
+            checks.add(seen.any(), lambda: self.check_known(pixels, source))
+            return
         if bool(seen.any()):
             self._unknown_error(self.unknown[seen] - self.offset, source)
 
@@ -143,3 +156,25 @@ class LabelIndex:
             f"segmentation{where} holds label ids {bad.tolist()[:10]} that are not in label table "
             f"'{self.table.name}'; pass the dataset's label_table (or map those ids to a label of the table first)"
         )
+
+
+class DeferredChecks:
+    """Validity checks kept on the device and read back once (`verify`), instead of one host
+    synchronisation per check and batch: GradSUM on a GPU checks a whole shard at once. Each
+    check is a 0-d bool tensor (True: a problem) and the eager check to re-run for its message."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[torch.Tensor, Callable[[], None]]] = []
+
+    def add(self, problem: torch.Tensor, explain: Callable[[], None]) -> None:
+        self.items.append((problem, explain))
+
+    def verify(self) -> None:
+        """Raise the first failed check's own error (with its message naming the images)."""
+        if not self.items:
+            return
+        flags = torch.stack([problem.reshape(()) for problem, _ in self.items]).cpu().tolist()
+        items, self.items = self.items, []
+        for flag, (_, explain) in zip(flags, items, strict=True):
+            if flag:
+                explain()

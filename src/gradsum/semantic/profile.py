@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gradsum.core.normalize import NormalizeMode, minmax_affine, normalize_maps
-from gradsum.semantic.labels import LabelIndex, LabelTable
+from gradsum.semantic.labels import DeferredChecks, LabelIndex, LabelTable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,14 +65,19 @@ class LabelSums:
 
 
 def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelIndex, *,
-               threshold: float = 0.5, normalize: NormalizeMode = "none", source: str = "") -> LabelSums:
+               threshold: float = 0.5, normalize: NormalizeMode = "none", source: str = "",
+               checks: DeferredChecks | None = None) -> LabelSums:
     """Sums for maps (B,H,W), normalised here with `normalize`, and id segmentations (B,H,W)
     of the same size.
 
     min-max normalisation is folded into the sums instead of materialised: with
     M = (m - lo) * scale per image, sum_k M = scale * (sum_k m - lo * N_k) and M > t iff
     m > lo + t / scale. Per pixel that leaves one comparison, one bin index and two
-    row-wise float64 scatter-adds (pixels below / above t, and mass)."""
+    row-wise float64 scatter-adds (pixels below / above t, and mass).
+
+    checks: when given, the validity checks (label ids in the table, finite maps) are kept on
+    the device and raised by `checks.verify()`, so that a GPU batch needs no host
+    synchronisation (the GradSUM engine verifies once per shard)."""
     if not isinstance(maps, torch.Tensor) or not isinstance(segmentations, torch.Tensor):
         raise TypeError("label_sums: maps and segmentations must be torch.Tensors (B,H,W)")
     if maps.shape != segmentations.shape:
@@ -86,7 +91,7 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
     index = index.to(maps.device)
     b, n_slots, n_bins = maps.shape[0], index.n_slots, index.BINS
     if normalize in ("minmax", "relu-minmax"):
-        values, lo, scale = minmax_affine(maps, relu=normalize == "relu-minmax")
+        values, lo, scale = minmax_affine(maps, relu=normalize == "relu-minmax", sync=maps.device.type == "cpu")
         cut = torch.where(scale > 0, lo + threshold / scale.clamp_min(1e-300),
                           torch.full_like(lo, float("-inf") if threshold < 0 else float("inf")))
     else:
@@ -94,7 +99,7 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
         lo, scale = torch.zeros(b, 1, device=maps.device), torch.ones(b, 1, device=maps.device)
         cut = torch.full_like(lo, threshold)
     seg = integer_ids(segmentations.to(maps.device), source)
-    keys = index.keys(seg, values, cut, source)
+    keys = index.keys(seg, values, cut, source, checks)
     # row-wise scatters (parallel over images): pixel counts (exact in float64) and mass
     ones = torch.ones(1, dtype=torch.float64, device=maps.device).expand(keys.shape)
     try:
@@ -103,7 +108,7 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
         index.check_range(seg, source)
         raise
     counts = counts.reshape(b, n_slots, 2, 2).sum(dim=3)  # (b, S, below/above)
-    index.check_known(counts.sum(dim=2), source)
+    index.check_known(counts.sum(dim=2), source, checks)
     exact = index.workspace(keys.shape, keys.device).values.copy_(values)  # float64 accumulation
     raw = torch.zeros(b, n_slots * n_bins, dtype=torch.float64, device=maps.device).scatter_add_(1, keys, exact)
     columns = index.slots
@@ -111,7 +116,10 @@ def label_sums(maps: torch.Tensor, segmentations: torch.Tensor, index: LabelInde
     pixels = counts.sum(dim=2)
     raw = raw.reshape(b, n_slots, n_bins).sum(dim=2)[:, columns]
     mass = scale.double() * (raw - lo.double() * pixels)
-    _check_finite_mass(mass, source)
+    if checks is None:
+        _check_finite_mass(mass, source)
+    else:
+        checks.add(~torch.isfinite(mass).all(), lambda: _check_finite_mass(mass, source))
     return LabelSums(
         pixels,
         mass,

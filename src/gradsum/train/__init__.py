@@ -4,6 +4,9 @@
     history = gs.train.fit(gs.models.build("pilotnet"), train, val, task="regression",
                            epochs=5, out="runs/pilotnet")
     history.best_epoch, history.final["val_mae"], history.checkpoints[0]
+
+`device=` ("cuda", "cuda:1", "mps", "auto"; default the model's own device) trains there and
+hands the model back on the device it came from.
 """
 from __future__ import annotations
 

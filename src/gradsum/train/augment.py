@@ -1,7 +1,9 @@
 """Batch augmentations for training, drawn from an explicit torch.Generator.
 
-Each augmentation is called as ``aug(batch, generator) -> Batch`` on a CPU batch before it
-moves to the device, and keeps segmentation and boxes aligned with the image.
+Each augmentation is called as ``aug(batch, generator) -> Batch`` (the trainer calls it on a
+CPU batch before it moves to the device) and keeps segmentation and boxes aligned with the
+image. The random numbers are drawn on the generator's device and applied on the batch's, so
+a CPU generator gives the same augmentation for a seed on every device.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class BatchAugment:
 
 
 def _draw(batch: Batch, p: float, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(len(batch), generator=generator) < p
+    return torch.rand(len(batch), generator=generator, device=generator.device) < p
 
 
 class BatchFlip(BatchAugment):
@@ -41,10 +43,11 @@ class BatchFlip(BatchAugment):
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
         flip = _draw(batch, self.p, generator)
-        images = torch.where(flip.view(-1, 1, 1, 1), batch.images.flip(-1), batch.images)
+        on_images = flip.to(batch.images.device)
+        images = torch.where(on_images.view(-1, 1, 1, 1), batch.images.flip(-1), batch.images)
         segs = batch.segmentations
         if segs is not None:
-            segs = torch.where(flip.view(-1, 1, 1), segs.flip(-1), segs)
+            segs = torch.where(flip.to(segs.device).view(-1, 1, 1), segs.flip(-1), segs)
         width = batch.images.shape[-1]
         flags = flip.tolist()
         boxes = [
@@ -53,7 +56,7 @@ class BatchFlip(BatchAugment):
         ]
         targets = batch.targets
         if self.negate_target and isinstance(targets, torch.Tensor) and targets.is_floating_point():
-            sign = 1.0 - 2.0 * flip.to(targets.dtype)
+            sign = 1.0 - 2.0 * flip.to(targets.device, targets.dtype)
             targets = targets * sign.view(-1, *([1] * (targets.ndim - 1)))
         return dataclasses.replace(batch, images=images, segmentations=segs, boxes=boxes, targets=targets)
 
@@ -74,8 +77,8 @@ class BatchBrightness(BatchAugment):
         self.delta = delta
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
-        f = 1.0 + (torch.rand(len(batch), generator=generator) * 2.0 - 1.0) * self.delta
-        images = (batch.images * f.view(-1, 1, 1, 1).to(batch.images.dtype)).clamp(0.0, 1.0)
+        f = 1.0 + (torch.rand(len(batch), generator=generator, device=generator.device) * 2.0 - 1.0) * self.delta
+        images = (batch.images * f.view(-1, 1, 1, 1).to(batch.images.device, batch.images.dtype)).clamp(0.0, 1.0)
         return dataclasses.replace(batch, images=images)
 
 
@@ -93,15 +96,15 @@ class BatchRotation(BatchAugment):
 
     def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
         b, _, h, w = batch.images.shape
-        angle = (torch.rand(b, generator=generator) * 2.0 - 1.0) * math.radians(self.degrees)
+        angle = (torch.rand(b, generator=generator, device=generator.device) * 2.0 - 1.0) * math.radians(self.degrees)
         cos, sin = angle.cos(), angle.sin()
         # affine_grid works in normalised coordinates; correct for the aspect ratio
-        theta = torch.zeros(b, 2, 3)
+        theta = torch.zeros(b, 2, 3, device=angle.device)
         theta[:, 0, 0] = cos
         theta[:, 0, 1] = -sin * h / w
         theta[:, 1, 0] = sin * w / h
         theta[:, 1, 1] = cos
-        grid = F.affine_grid(theta.to(batch.images.dtype), [b, 1, h, w], align_corners=False)
+        grid = F.affine_grid(theta.to(batch.images.device, batch.images.dtype), [b, 1, h, w], align_corners=False)
         images = F.grid_sample(batch.images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         segs = batch.segmentations
         if segs is not None:

@@ -24,7 +24,12 @@ def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -
             f"class targets must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs; "
             f"got values from {int(true.min())} to {int(true.max())}"
         )
-    flat = true * num_classes + pred
+    return _counts(pred, true, num_classes)
+
+
+def _counts(pred: torch.Tensor, true: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The confusion counts of checked class indices, on their device."""
+    flat = true.reshape(-1).to(torch.int64) * num_classes + pred.reshape(-1).to(torch.int64)
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
@@ -85,8 +90,9 @@ class Meter:
         self.sums: dict[str, torch.Tensor] = {}
         self.confusion: torch.Tensor | None = None
 
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The training loss of one batch (mean over the batch)."""
+    def loss(self, out: torch.Tensor, target: torch.Tensor, host_target: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss of one batch (mean over the batch). host_target: the same
+        targets on the CPU, where the class-range check then runs (no device sync)."""
         if self.task == "regression":
             return F.mse_loss(out, self._shape_regression(out, target))
         if self.task == "multilabel":
@@ -95,10 +101,11 @@ class Meter:
         if out.ndim != 2:
             raise ValueError(f"a classifier must output (batch, classes) logits, got shape {tuple(out.shape)}")
         classes = out.shape[1]
-        if bool(((target < 0) | (target >= classes)).any()):
+        check = target if host_target is None else host_target
+        if bool(((check < 0) | (check >= classes)).any()):
             raise ValueError(
                 f"class targets must lie in [0, {classes - 1}] for a model with {classes} outputs; got "
-                f"values from {int(target.min())} to {int(target.max())} (set num_classes to match the data)"
+                f"values from {int(check.min())} to {int(check.max())} (set num_classes to match the data)"
             )
         weight = None if self.class_weights is None else self.class_weights.to(out.device, out.dtype)
         if weight is not None and weight.numel() != classes:
@@ -124,7 +131,10 @@ class Meter:
                 f"multi-label targets {tuple(target.shape)} must match the model's outputs {tuple(out.shape)}"
             )
 
-    def update(self, out: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+    def update(self, out: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, checked: bool = False) -> None:
+        """Add one batch to the sums (on the outputs' device). checked: the class targets
+        were already range-checked (by `loss`), so the confusion matrix is counted without
+        reading them back to the host."""
         out = out.detach()
         b = out.shape[0]
         self._add("loss", loss.detach() * b)
@@ -139,7 +149,8 @@ class Meter:
         else:
             pred = out.argmax(dim=1)
             self._add("correct", (pred == target).float().sum())
-            cm = confusion_matrix(pred, target, out.shape[1])
+            k = out.shape[1]
+            cm = _counts(pred, target, k) if checked else confusion_matrix(pred, target, k)
             self.confusion = cm if self.confusion is None else self.confusion + cm
         self.n += b
 

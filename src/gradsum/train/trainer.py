@@ -135,11 +135,30 @@ def _check_number(value: Any, name: str, positive: bool = False) -> float:
     return float(value)
 
 
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1'; got {device!r}") from None
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (else buffer); the CPU for a model without either."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _check_device(device: str | torch.device | int | None, model: nn.Module) -> torch.device:
+    """`device` as a torch.device that exists here ("auto": CUDA, else MPS, else the CPU; see
+    `gradsum.core.devices.resolve_device`); None = the model's own device."""
+    from gradsum.core.devices import resolve_device
+
+    if device is None:
+        return _model_device(model)
+    if isinstance(device, bool) or not isinstance(device, str | torch.device | int):
+        raise TypeError(f"device must be a device name such as 'cpu', 'cuda', 'cuda:1' or 'auto', or a torch.device; "
+                        f"got {type(device).__name__}")
+    return resolve_device(device)
+
+
+def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU batch on `device`; to CUDA without waiting for the copy (the next kernel on the
+    stream orders after it)."""
+    return tensor.to(device, non_blocking=device.type == "cuda")
 
 
 def _check_class_weights(class_weights: Any) -> torch.Tensor | None:
@@ -170,23 +189,27 @@ def evaluate(
     dataset: Any,
     task: str = "regression",
     batch_size: int = 64,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     class_weights: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], torch.Tensor | None]:
     """Metrics of `model` on `dataset` in eval mode (restores the model's mode afterwards):
-    ``(metrics, confusion)``; confusion is None except for classification."""
+    ``(metrics, confusion)``; confusion is None except for classification. Batches move to
+    `device` (None = the model's device; the model itself is not moved); one host sync at
+    the end."""
     _check_task(task)
     _check_dataset("evaluation", dataset)
+    device = _check_device(device, model)
     was_training = model.training
     model.eval()
     meter = Meter(task, class_weights)
     try:
         for samples in _batches(dataset, range(len(dataset)), batch_size, drop_single=False):
             batch = collate(samples)
-            x = batch.images.to(device)
-            y = prepare_targets(batch.targets, task, batch.ids).to(device)
+            x = _to(batch.images, device)
+            host_y = prepare_targets(batch.targets, task, batch.ids)
+            y = _to(host_y, device)
             out = output_logits(model(x))
-            meter.update(out, y, meter.loss(out, y))
+            meter.update(out, y, meter.loss(out, y, host_target=host_y), checked=True)
     finally:
         model.train(was_training)
     return meter.compute(), meter.confusion
@@ -246,14 +269,15 @@ def _train_epoch(
     meter = Meter(task, weights)
     task_id = bar.add_task(label, total=steps, info="") if bar is not None else None
     for step, batch in enumerate(batches, start=1):
-        x = batch.images.to(device)
-        y = prepare_targets(batch.targets, task, batch.ids).to(device)
+        x = _to(batch.images, device)
+        host_y = prepare_targets(batch.targets, task, batch.ids)  # checked on the CPU: no device sync
+        y = _to(host_y, device)
         logits = output_logits(model(x))
-        loss = meter.loss(logits, y)
+        loss = meter.loss(logits, y, host_target=host_y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        meter.update(logits, y, loss)
+        meter.update(logits, y, loss, checked=True)
         if bar is not None:
             info = {"info": f"loss {float(loss.detach()):.4g}"} if step % 5 == 0 or step == steps else {}
             bar.update(task_id, advance=1, **info)
@@ -273,7 +297,7 @@ def fit(
     seed: int = 0,
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     reinit: bool = False,
     class_weights: torch.Tensor | Sequence[float] | None = None,
     class_names: Sequence[str] | None = None,
@@ -295,7 +319,14 @@ def fit(
     metrics; loads with weights_only=True), metrics.csv, history.json, loss.png and, for
     classifiers, confusion.png. monitor: the metric whose lowest value picks the best epoch
     (default 'val_loss' with validation data, else 'train_loss'). restore_best: load the best
-    epoch's weights at the end. The model is left in eval mode on the CPU, also on error.
+    epoch's weights at the end.
+
+    device: where the model trains ("cpu", "cuda", "cuda:1", "mps" or "auto"; None = the
+    model's own device). The model moves there for the run and is left in eval mode on the
+    device it came from, also on error; batches are assembled (and augmented) on the CPU and
+    moved to the device one at a time; metrics are summed on the device and read once per
+    epoch. reinit draws the new weights on the CPU, so a seed gives the same initial weights
+    on every device.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -313,7 +344,8 @@ def fit(
     monitor = monitor or ("val_loss" if val is not None else "train_loss")
     if monitor.startswith("val_") and val is None:
         raise ValueError(f"monitor={monitor!r} needs validation data; pass val= or monitor='train_loss'")
-    device = _check_device(device)
+    device = _check_device(device, model)
+    home = _model_device(model)
     weights = _check_class_weights(class_weights)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"out must be a folder for the run (checkpoints, metrics.csv); {out} is an existing file")
@@ -327,14 +359,11 @@ def fit(
     make_batch = _batch_maker(augment)
     drop_single = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     start_time = time.perf_counter()
-    if device.type == "cpu":
-        rng_scope = torch.random.fork_rng(devices=[])
-    else:
-        rng_scope = torch.random.fork_rng(devices=[device.index or 0], device_type=device.type)
     try:
-        with rng_scope, _progress_bar(progress) as bar:
+        with _forked_rng(device, home), _progress_bar(progress) as bar:
             torch.manual_seed(seed)
             if reinit:
+                model.to("cpu")  # the same initial weights for a seed on every device
                 _reset_parameters(model)
             model.to(device)
             opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -367,12 +396,26 @@ def fit(
                 model.load_state_dict(state["state_dict"])
     finally:
         model.eval()
-        model.to("cpu")
+        model.to(home)
     history.seconds = time.perf_counter() - start_time
     if out_dir is not None:
         _write_figures(history, out_dir, class_names, restore_best)
         _atomic_text(json.dumps(history.to_dict(), indent=2), out_dir / "history.json")
     return history
+
+
+def _forked_rng(*devices: torch.device) -> Any:
+    """fork_rng over the CPU generator and those of the accelerators among `devices`: the
+    global random state (dropout, seeding) is restored when training ends."""
+    accelerators = [d for d in devices if d.type != "cpu"]
+    if not accelerators:
+        return torch.random.fork_rng(devices=[])
+    kind = accelerators[0].type
+    if kind == "cuda":
+        indices = sorted({d.index if d.index is not None else torch.cuda.current_device()
+                          for d in accelerators if d.type == "cuda"})
+        return torch.random.fork_rng(devices=indices, device_type="cuda")
+    return torch.random.fork_rng(devices=[0], device_type=kind)
 
 
 def _card(model: nn.Module, train: Any, task: str, class_names: Sequence[str] | None) -> ModelCard:
