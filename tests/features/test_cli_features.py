@@ -100,7 +100,7 @@ def test_checkpoint_alone_and_its_input_size(tmp_path):
 
 def test_parse_indices():
     from gradsum.cli._common import UserError
-    from gradsum.cli.features import MAX_INDICES, parse_indices
+    from gradsum.cli._inputs import MAX_INDICES, parse_indices
 
     assert parse_indices("0-3,7") == [0, 1, 2, 3, 7]
     assert parse_indices(None) is None

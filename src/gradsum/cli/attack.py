@@ -19,6 +19,15 @@ from ._common import (
     device_option,
     user_errors,
 )
+from ._inputs import (
+    CARD_SIZE_OPTION,
+    card_size,
+    check_pixels_at_once,
+    load_images,
+    load_model,
+    positive,
+    size_options,
+)
 from ._model import (
     MEAN_OPTION,
     MODEL_OPTION,
@@ -30,18 +39,7 @@ from ._model import (
     WEIGHTS_OPTION,
     model_output,
 )
-from .features import (
-    CARD_SIZE_OPTION,
-    card_size,
-    check_pixels_at_once,
-    load_images,
-    load_model,
-    positive,
-    save_tensor,
-    size_options,
-    staged_output,
-    write_csv,
-)
+from ._outputs import save_tensor, staged_output, write_csv
 
 __all__ = ["register", "fgsm", "pgd", "deepfool", "universal", "fool"]
 

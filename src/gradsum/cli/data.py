@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from ._common import RESIZE_OPTION, UserError, check_out_dir, parse_size, user_errors
-from .features import data_size_option, size_options
+from ._inputs import data_size_option, size_options
 
 __all__ = ["register", "synth", "preview", "info", "SCAN_PROGRESS_FROM"]
 
@@ -85,7 +85,7 @@ def preview(
 
     from gradsum.data import save_preview
 
-    from .features import open_dataset
+    from ._inputs import open_dataset
 
     _positive(n, "--n")
     _positive(cols, "--cols")

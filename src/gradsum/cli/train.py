@@ -15,8 +15,8 @@ from ._common import (
     device_option,
     user_errors,
 )
+from ._inputs import data_size_option, size_options
 from ._model import MEAN_OPTION, MODEL_HELP, NORMALIZE_OPTION, STD_OPTION, TRUST_OPTION, load_model
-from .features import data_size_option, size_options
 
 __all__ = ["register", "train"]
 
@@ -30,7 +30,7 @@ def _load(spec: str, task: str, size: tuple[int, int] | None, resize: str | None
     digits generated at it); roads get the task's target."""
     from gradsum.data import parse_spec
 
-    from .features import open_dataset
+    from ._inputs import open_dataset
 
     kind, _, opts = parse_spec(spec)
     kw: dict[str, Any] = {}

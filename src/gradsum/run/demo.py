@@ -107,10 +107,10 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
 
 def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], None]) -> Path:
     import gradsum as gs
-    from gradsum.cli.profile import write_profile_report
     from gradsum.core.devices import device_info, resolve_device
     from gradsum.report import ReportSpec, render_report
     from gradsum.report.plots import comparison_bars, epoch_lines, image_panel, scene_grid
+    from gradsum.report.sections_profile import write_profile_report
     from gradsum.run.demo_vit import vit_comparison
     from gradsum.run.runner import write_table
     from gradsum.run.store import save_figure, write_json
