@@ -8,6 +8,9 @@ from gradsum.cli import app
 
 
 def test_evaluate_writes_the_table_and_report(tmp_path):
+    import torch
+
+    torch.manual_seed(0)  # the untrained potholenet is drawn from torch's global generator
     out = tmp_path / "ev"
     result = CliRunner().invoke(app, ["evaluate", "--model", "potholenet", "--data", "roads:12:task=pothole,size=32x64",
                                       "--target", "1", "--only-with-boxes", "--max-images", "3",
@@ -55,3 +58,14 @@ def test_evaluate_resumes_and_refuses_overwritten_weights_and_bad_options(tmp_pa
         bad = CliRunner().invoke(app, [*args[:-2], "--option", option, "--out", str(tmp_path / "bad")])
         assert bad.exit_code == 2 and message in bad.output, (option, bad.output)
     assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_prints_mse_and_autonomy_for_a_steering_model(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--model", "pilotnet", "--data", "roads:6:task=steering",
+                                      "--methods", "saliency", "--metrics", "sparseness", "--fps", "2",
+                                      "--autonomy-threshold", "0.5", "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    assert "steering: MSE" in result.output and "autonomy" in result.output and "at 2 frames/s" in result.output
+    bad = CliRunner().invoke(app, ["evaluate", "--model", "pilotnet", "--data", "roads:6:task=steering",
+                                   "--fps", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--fps must be > 0" in bad.output

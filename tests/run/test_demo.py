@@ -30,6 +30,9 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_every_stage(demo_run):
     out, report = demo_run
     assert report == out / "report.html"
+    steering = pd.read_parquet(out / "tables/steering_per_epoch.parquet")
+    assert steering["epoch"].tolist() == [1, 2] and (steering["mse"] >= 0).all()
+    assert (steering["autonomy_percent"] <= 100).all() and (steering["interventions"] >= 0).all()
     spec = json.loads((out / "report.json").read_text())
     ids = [s["id"] for s in spec["sections"]]
     for expected in ("data", "models", "heatmaps", "pothole_gradsum", "comparison", "epochs", "images", "evaluation",

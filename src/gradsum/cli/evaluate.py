@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -96,6 +97,10 @@ def evaluate_command(
     precision: str = PRECISION_OPTION,
     autocast: str = AUTOCAST_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different job already in --out."),
+    fps: float = typer.Option(10.0, "--fps", help="Steering models: frames per second of the drive, for autonomy."),
+    autonomy_threshold: float = typer.Option(0.1, "--autonomy-threshold",
+                                             help="Steering models: error beyond which a human takes over (target "
+                                                  "units), for autonomy."),
 ) -> None:
     import gradsum as gs
     from gradsum.data.subsets import Subset, with_boxes
@@ -117,6 +122,8 @@ def evaluate_command(
     if not wanted:
         raise UserError(f"--metrics is empty; known: {', '.join(sorted(METRICS))}")
     options = method_options(option, names)
+    if fps <= 0 or autonomy_threshold < 0:
+        raise UserError(f"--fps must be > 0 and --autonomy-threshold >= 0; got {fps:g} and {autonomy_threshold:g}")
     check_out_dir(out)
     device = device_option(device_)
     runner = engine_option(engine, ray_address, workers_, gpus_per_worker, device)
@@ -155,10 +162,31 @@ def evaluate_command(
                               overwrite=overwrite, progress=update)
     spec = ReportSpec(f"Evaluation of {model} on {data}", "heatmap methods x metrics")
     evaluation_section(out, spec, result, resized=sizing or None)
+    steering = _steering(net, dataset, fps, autonomy_threshold, batch_size, device)
+    if steering is not None:
+        typer.echo(f"steering: MSE {steering['mse']:.4g}; autonomy {steering['autonomy_percent']:.1f}% "
+                   f"({steering['interventions']} interventions of 6 s in {steering['seconds']:.0f} s at {fps:g} "
+                   f"frames/s, threshold {autonomy_threshold:g})")
+        spec.text(f"Steering over the {len(dataset)} frames in their order: MSE {steering['mse']:.4g}; NVIDIA's "
+                  f"autonomy {steering['autonomy_percent']:.1f}% ({steering['interventions']} interventions of 6 s, "
+                  f"{fps:g} frames/s, a take-over when the error exceeds {autonomy_threshold:g}).")
     spec.save(out)
     report = render_report(out)
     typer.echo(result.table().round(3).to_string())
     typer.echo(f"tables in {out}/tables; report: {report}")
+
+
+def _steering(net: Any, dataset: Any, fps: float, threshold: float, batch_size: int, device: Any) -> Any:
+    """MSE and autonomy when the model is a regressor (one output) and the data has float
+    targets (a driving log, steering scenes); None otherwise."""
+    import gradsum as gs
+    from gradsum.cli._model import model_output
+
+    first = dataset[0]
+    if not isinstance(first.target, float) or model_output(net, first.image[None].to(device)).flatten(1).shape[1] != 1:
+        return None
+    return gs.metrics.steering_metrics(net, dataset, fps=fps, threshold=threshold, batch_size=batch_size,
+                                       device=device)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ from gradsum.metrics import sanity
 from gradsum.metrics._common import MetricResult, MetricWarning, boxes_to_masks
 from gradsum.metrics.benchmark import METRICS, BenchmarkResult, benchmark
 from gradsum.metrics.complexity import complexity, sparseness
-from gradsum.metrics.driving import Autonomy, autonomy
+from gradsum.metrics.driving import Autonomy, autonomy, steering_metrics
 from gradsum.metrics.faithfulness import (
     average_drop,
     confidence_change,
@@ -65,4 +65,5 @@ __all__ = [
     "relevance_rank",
     "road",
     "sparseness",
+    "steering_metrics",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["autonomy", "Autonomy"]
+__all__ = ["autonomy", "Autonomy", "steering_metrics"]
 
 
 @dataclass
@@ -85,3 +85,33 @@ def autonomy(predicted: Any, actual: Any, fps: float, threshold: float,
     percent = (1.0 - len(starts) * intervention_seconds / elapsed) * 100.0
     return Autonomy(percent, len(starts), elapsed, starts,
                     {"threshold": threshold, "fps": fps, "intervention_seconds": intervention_seconds})
+
+
+def steering_metrics(model: Any, dataset: Any, *, fps: float = 10.0, threshold: float = 0.1,
+                     intervention_seconds: float = 6.0, batch_size: int = 64,
+                     device: torch.device | str | None = None) -> dict[str, float]:
+    """MSE and autonomy of a steering model (one output) over `dataset` (Samples with float
+    targets, in drive order, e.g. a driving log): {"mse", "autonomy_percent",
+    "interventions", "seconds"}. Images of different sizes are batched by size."""
+    from gradsum.core.probe import preserved_state
+    from gradsum.data.samples import batches_by_size
+
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    n = len(dataset)
+    predicted = torch.empty(n, dtype=torch.float64)
+    actual = torch.empty(n, dtype=torch.float64)
+    with torch.no_grad(), preserved_state(model):
+        for positions, batch in batches_by_size(dataset, range(n), batch_size):
+            if batch.targets is None or isinstance(batch.targets, list):
+                raise ValueError(f"steering_metrics: images {batch.ids[:3]} have no steering target")
+            out = model(batch.images.to(device))
+            if out.flatten(1).shape[1] != 1:
+                raise ValueError(f"steering_metrics: the model has {out.flatten(1).shape[1]} outputs; a steering "
+                                 "model has one")
+            index = torch.as_tensor(positions)
+            predicted[index] = out.flatten().double().cpu()
+            actual[index] = torch.as_tensor(batch.targets, dtype=torch.float64).flatten()
+    drive = autonomy(predicted, actual, fps=fps, threshold=threshold, intervention_seconds=intervention_seconds)
+    return {"mse": float(((predicted - actual) ** 2).mean()), "autonomy_percent": drive.percent,
+            "interventions": drive.interventions, "seconds": drive.elapsed_seconds}
