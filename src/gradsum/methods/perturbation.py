@@ -12,9 +12,16 @@ per-sample host sync). This module adds what several of them share:
 - `LayerTail`: evaluate the network after layer L on a batch of modified activations of L.
   It splits the traced graph with torch.fx so that layers before L run once; when the model
   cannot be split (untraceable control flow, a layer called twice, values crossing the cut
-  that are not batch tensors) it falls back to full forwards with a forward hook that
-  substitutes the activations, and says so once at debug level. Both paths give the same
-  numbers.
+  that are not batch tensors, forward pre-hooks on the model, forward hooks on a module
+  containing L) it falls back to full forwards with a forward hook that substitutes the activations,
+  and says so once at warning level with the reason. Both paths give the same numbers.
+
+Foreign hooks (the user's, or pytorch-grad-cam's left on a layer) do not prevent the split:
+the model is traced without running any hook (`_hook_free_trace`), and every module that
+carries hooks is kept whole in the graph, so the head and tail call the model's own module
+objects and their hooks fire there with the inputs they get in a plain forward. Global
+module hooks (`torch.nn.modules.module.register_module_forward_hook`) fire for every module
+the head and tail call; only the modules containing L (split in two) do not see them.
 """
 from __future__ import annotations
 
@@ -125,10 +132,80 @@ def _log_fallback(model: nn.Module, layer: str, reason: str) -> None:
     if key in _logged:
         return
     _logged.add(key)
-    logger.debug(
-        "tail execution: cannot split %s after layer '%s' (%s); using full forwards with a substitution hook",
+    logger.warning(
+        "tail execution: cannot split %s after layer '%s' (%s); using full forwards with a substitution hook "
+        "(same numbers, one full forward per perturbed item)",
         type(model).__name__, layer, reason,
     )
+
+
+_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+
+
+def _has_hooks(module: nn.Module, kinds: tuple[str, ...] = _MODULE_HOOKS) -> bool:
+    return any(getattr(module, kind, None) for kind in kinds)
+
+
+def _global_hooks() -> bool:
+    """Whether global module hooks (`register_module_forward_hook` & co) are registered."""
+    from torch.nn.modules import module as torch_module
+
+    return any(getattr(torch_module, kind, None) for kind in _GLOBAL_HOOKS)
+
+
+def _ancestors(name: str) -> set[str]:
+    """'' (the model) and every module path containing `name` ("a.b.c" -> '', a, a.b)."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(len(parts))}
+
+
+def _hook_layout(model: nn.Module, name: str) -> tuple[list[str], tuple[str, ...], bool]:
+    """(modules containing `name` that carry forward hooks — for the model itself, forward
+    pre-hooks —, other modules that carry hooks, whether global hooks exist): what decides
+    how the model may be split."""
+    around = _ancestors(name)
+    blocked, hooked = [], []
+    for path, module in model.named_modules():
+        if path in around:  # the model's own forward hooks are replayed on the tail's output (`_root_hooks`)
+            if _has_hooks(module, ("_forward_pre_hooks",) if path == "" else ("_forward_hooks", "_forward_pre_hooks")):
+                blocked.append(path)
+        elif _has_hooks(module):
+            hooked.append(path)
+    return blocked, tuple(hooked), _global_hooks()
+
+
+def _root_hooks(model: nn.Module, inputs: tuple[Any, ...], output: Any) -> Any:
+    """Call the model's own forward hooks on the tail's output, as `Module.__call__` does at the
+    end of a full forward of `inputs` (in registration order, a returned value replacing the
+    output; gradsum's output selection is one of them)."""
+    with_kwargs = getattr(model, "_forward_hooks_with_kwargs", {})
+    for hook_id, hook in list(model._forward_hooks.items()):
+        result = hook(model, inputs, {}, output) if hook_id in with_kwargs else hook(model, inputs, output)
+        if result is not None:
+            output = result
+    return output
+
+
+def _hook_free_trace(model: nn.Module, keep_whole: Callable[[str], bool]) -> Any:
+    """`torch.fx.symbolic_trace` that runs no module hook while tracing (the forward of each
+    traced-through module is called directly, not through `Module.__call__`), and keeps the
+    modules for which keep_whole(path) is true as single `call_module` nodes. Nothing of the
+    model is modified: its hook dictionaries and handles are never touched."""
+    import torch.fx as fx
+
+    class _HookFreeTracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+            return super().is_leaf_module(m, module_qualified_name) or keep_whole(module_qualified_name)
+
+        def call_module(self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+            return super().call_module(m, m.forward, args, kwargs)
+
+    tracer = _HookFreeTracer()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
 class _SplitError(Exception):
@@ -143,11 +220,17 @@ class _FxSplit:
     """A traced model cut after layer `name`: head(x) -> (layer output, crossing values),
     tail(acts, *crossing) -> model output."""
 
-    def __init__(self, model: nn.Module, name: str):
+    def __init__(self, model: nn.Module, name: str, keep_whole: frozenset[str] = frozenset(),
+                 everything_whole: bool = False):
         import torch.fx as fx
 
+        around = _ancestors(name)
+
+        def whole(path: str) -> bool:
+            return path not in around and (everything_whole or path in keep_whole)
+
         try:
-            traced = fx.symbolic_trace(model)
+            traced = _hook_free_trace(model, whole)
         except Exception as exc:  # any tracing failure means: no split
             raise _SplitError(f"torch.fx cannot trace the model: {type(exc).__name__}: {exc}") from None
         nodes = list(traced.graph.nodes)
@@ -209,10 +292,16 @@ class LayerTail:
     `run(acts, rows)` returns the model output for n modified activations, row i belonging
     to sample rows[i]. mode "auto" tries a torch.fx split (layers before the cut ran once,
     on x) and falls back to "hook" (full forwards of x[rows] with a forward hook that
-    substitutes the activations) when the model cannot be split — logged once at debug
+    substitutes the activations) when the model cannot be split — logged once at warning
     level. `path` says which one is used; `reason` why the split failed (or None).
+    Foreign hooks on the layer or on other modules keep the split (they fire in the head
+    and tail, where they ran before); the model's own forward hooks are called on the tail's
+    output with inputs x[rows], as a full forward calls them. Forward pre-hooks on the model,
+    and forward (pre-)hooks on a module containing the layer, force "hook": a split call
+    would give them a different call.
     `output`: the model's output on x when the caller has it (saves one forward);
-    `split_cache`: a dict kept by the caller so a model is traced once per layer.
+    `split_cache`: a dict kept by the caller so a model is traced once per layer (again when
+    the set of modules carrying hooks changes).
     """
 
     def __init__(self, model: nn.Module, name: str, module: nn.Module, x: torch.Tensor, *, mode: TailMode = "auto",
@@ -225,21 +314,28 @@ class LayerTail:
         self._crossing: list[torch.Tensor] = []
         split = None
         if mode != "hook":
-            cache = split_cache if split_cache is not None else {}
-            cached = cache.get(name)
-            if cached is None:
-                try:
-                    cached = _FxSplit(model, name)
-                except _SplitError as exc:
-                    cached = str(exc)
-                cache[name] = cached
-            if isinstance(cached, str):
-                self.reason = cached
+            blocked, hooked, global_hooks = _hook_layout(model, name)
+            if blocked:
+                where = ", ".join("the model itself" if p == "" else f"'{p}'" for p in blocked)
+                self.reason = (f"{where} carries forward hooks that a split model cannot call as a full forward "
+                               "would (pre-hooks of the model, hooks of a module containing the layer)")
             else:
-                split = cached
+                cache = split_cache if split_cache is not None else {}
+                key = (hooked, global_hooks)  # the split depends on which modules carry hooks
+                cached = cache.get(name)
+                if cached is None or cached[0] != key:
+                    try:
+                        made: _FxSplit | str = _FxSplit(model, name, frozenset(hooked), global_hooks)
+                    except _SplitError as exc:
+                        made = str(exc)
+                    cached = cache[name] = (key, made)
+                if isinstance(cached[1], str):
+                    self.reason = cached[1]
+                else:
+                    split = cached[1]
         if split is not None:
             with torch.no_grad():
-                values = split.head(x)
+                values = split.head.forward(x)  # .forward: global hooks see the model's modules, not the parts
                 if output is None:
                     output = model(x)
             act, crossing = values[0], list(values[1:])
@@ -250,7 +346,7 @@ class LayerTail:
                 self.reason = "values crossing the cut are not batch tensors (e.g. a size computed before the layer)"
             else:
                 with torch.no_grad():
-                    check = split.tail(act.clone(), *crossing)
+                    check = _root_hooks(model, (x,), split.tail.forward(act.clone(), *crossing))
                 if not (isinstance(check, torch.Tensor) and check.shape == output.shape
                         and torch.allclose(check, output, rtol=1e-4, atol=1e-5)):
                     self.reason = "the split graph does not reproduce the model's output"
@@ -290,7 +386,8 @@ class LayerTail:
     def run(self, acts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Model output (n, ...) for activations acts (n, ...) of samples rows (n,)."""
         if self.path == "fx":
-            return self._split.tail(acts, *[v[rows] for v in self._crossing])
+            out = self._split.tail.forward(acts, *[v[rows] for v in self._crossing])
+            return _root_hooks(self.model, (self.x[rows],), out) if self.model._forward_hooks else out
 
         def hook(module: nn.Module, inputs: tuple, output: Any) -> torch.Tensor:
             return acts

@@ -137,7 +137,8 @@ class AblationCAM(Explainer):
     the ablation value (0 if min(A) = 0, else min(A) - 1e7); w_k = (y - y_k) / y;
     M = ReLU(sum_k w_k A_k). Only the network after the layer runs per ablated channel
     (`tail`: "auto" = torch.fx split, falling back to full forwards with a substitution
-    hook; "fx" requires the split; "hook" forces full forwards). Channels that are already
+    hook; "fx" requires the split; "hook" forces full forwards; foreign forward hooks on the
+    model's layers keep the split and still fire, see `LayerTail`). Channels that are already
     all equal to the ablation value are skipped (y_k = y exactly). channels=r < 1 ablates
     only the ceil(r K) channels of largest mean activation per image (the others get w = 0).
     """
