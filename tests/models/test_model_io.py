@@ -99,3 +99,15 @@ def test_plain_pickle_refused(tmp_path: Path) -> None:
         pickle.dump({"w": [1, 2, 3], "f": print}, f)
     with pytest.raises(M.UntrustedFileError, match="arbitrary code"):
         M.load(path, model=M.DigitsNet())
+
+
+def test_a_head_for_other_classes_says_which_num_classes(tmp_path: Path) -> None:
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(num_classes=20).state_dict(), tmp_path / "r.pt")
+    with pytest.raises(ValueError, match=r"head has 20 outputs: add --num-classes 20"):
+        M.load(tmp_path / "r.pt", model=torchvision.models.resnet18())
+    torch.save(M.DigitsNet().state_dict(), tmp_path / "d.pt")  # other layers differ too: no such hint
+    with pytest.raises(ValueError) as err:
+        M.load(tmp_path / "d.pt", model=M.PotholeNet())
+    assert "--num-classes" in str(err.value) and "head has" not in str(err.value)

@@ -90,6 +90,19 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
 
 
+def _head_hint(state: dict[str, Any], own: dict[str, Any]) -> str:
+    """'The file's head has K outputs: add --num-classes K. ' when the only shape differences are
+    in the first dimension of a final layer (a classifier trained for K classes)."""
+    outs = {int(state[k].shape[0]) for k in set(own) & set(state)
+            if state[k].shape != own[k].shape and state[k].ndim >= 1 and state[k].shape[1:] == own[k].shape[1:]}
+    others = [k for k in set(own) & set(state) if state[k].shape != own[k].shape
+              and (state[k].ndim < 1 or state[k].shape[1:] != own[k].shape[1:])]
+    if len(outs) == 1 and not others:
+        k = outs.pop()
+        return f"The file's head has {k} outputs: add --num-classes {k} (num_classes={k} in Python). "
+    return ""
+
+
 def _short(keys: list[str], n: int = 6) -> str:
     head = ", ".join(keys[:n])
     return f"{head}, ... (+{len(keys) - n} more)" if len(keys) > n else head
@@ -163,7 +176,8 @@ def _load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
         inner, _ = unwrap(model)
         raise ValueError(
             f"the weights in {path} do not fit {type(inner).__name__}: " + "; ".join(problems)
-            + ". Build the same architecture (the same --model and --num-classes), or pass strict=False"
+            + f". {_head_hint(state, own)}Build the same architecture (the same --model and --num-classes; in "
+            "Python, strict=False loads what fits)"
         )
     model.load_state_dict(state, strict=strict)
 
