@@ -69,3 +69,21 @@ def test_evaluate_prints_mse_and_autonomy_for_a_steering_model(tmp_path):
     bad = CliRunner().invoke(app, ["evaluate", "--model", "pilotnet", "--data", "roads:6:task=steering",
                                    "--fps", "0", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--fps must be > 0" in bad.output
+
+
+def test_metric_options_from_the_command_line(tmp_path):
+    import json
+
+    import torch
+
+    torch.manual_seed(0)
+    args = ["evaluate", "--model", "potholenet", "--data", "roads:4:task=pothole,size=32x64", "--methods", "saliency",
+            "--metrics", "deletion,insertion"]
+    ok = CliRunner().invoke(app, [*args, "--option", "deletion.step=512", "--out", str(tmp_path / "ok")])
+    assert ok.exit_code == 0, ok.output
+    manifest = json.loads((tmp_path / "ok" / "manifest.json").read_text())
+    assert manifest["jobs"]["evaluate-saliency"]["config"]["metric_options"] == {"deletion": {"step": 512}}
+    for option, says in (("deletion.stpe=3", "did you mean 'step'"), ("road.noise=0.1", "not among --metrics")):
+        bad = CliRunner().invoke(app, [*args, "--option", option, "--out", str(tmp_path / "bad")])
+        assert bad.exit_code == 2 and says in bad.output, bad.output
+        assert not (tmp_path / "bad").exists()

@@ -153,7 +153,7 @@ def check_out_dir(out: Path, option: str = "--out") -> Path:
     return out
 
 
-def _option_value(text: str) -> Any:
+def option_value(text: str) -> Any:
     """'32' -> 32, '0.5' -> 0.5, 'true' -> True, 'none' -> None, '[2, 3]' -> [2, 3], else the text."""
     import json
 
@@ -190,7 +190,7 @@ def method_options(values: list[str] | None, methods: list[str]) -> dict[str, di
             raise UserError(f"--option {text!r}: {key} is not a method option here" +
                             ("; use --layer" if key == "layer" else ""))
         check_method_options(name, {key: None})
-        options.setdefault(chosen[name], {})[key] = _option_value(value)
+        options.setdefault(chosen[name], {})[key] = option_value(value)
     return options
 
 

@@ -14,7 +14,6 @@ from gradsum.cli._common import (
     DEVICE_OPTION,
     ENGINE_OPTION,
     GPUS_PER_WORKER_OPTION,
-    METHOD_OPTION_OPTION,
     PRECISION_OPTION,
     RAY_ADDRESS_OPTION,
     RESIZE_OPTION,
@@ -76,7 +75,9 @@ def evaluate_command(
     trust_pickle: bool = TRUST_OPTION,
     methods: str = typer.Option(DEFAULT_METHODS, "--methods", "--method", help="Comma-separated method names."),
     metrics: str = typer.Option(DEFAULT_METRICS, "--metrics", help="Comma-separated metric names."),
-    option: list[str] = METHOD_OPTION_OPTION,
+    option: list[str] = typer.Option(
+        None, "--option", help="A method or metric option, NAME.KEY=VALUE, repeatable: e.g. --option "
+                               "rise.n_masks=2000 --option integrated-gradients.steps=32 --option deletion.step=8."),
     layer: str = typer.Option("auto", "--layer"),
     target: str = typer.Option(None, "--target", help=DATA_TARGET_HELP),
     only_with_boxes: bool = typer.Option(False, "--only-with-boxes", help="Evaluate only images that have boxes."),
@@ -121,7 +122,8 @@ def evaluate_command(
         raise UserError(f"unknown metric(s) {unknown}; known: {', '.join(sorted(METRICS))}")
     if not wanted:
         raise UserError(f"--metrics is empty; known: {', '.join(sorted(METRICS))}")
-    options = method_options(option, names)
+    metric_opts = metric_options(option, wanted)
+    options = method_options([o for o in option or [] if o.partition(".")[0].strip() not in METRICS], names)
     if fps <= 0 or autonomy_threshold < 0:
         raise UserError(f"--fps must be > 0 and --autonomy-threshold >= 0; got {fps:g} and {autonomy_threshold:g}")
     check_out_dir(out)
@@ -157,7 +159,7 @@ def evaluate_command(
     with bar, contextlib.closing(runner) if hasattr(runner, "close") else contextlib.nullcontext():
         result = evaluate_job(net, dataset, out, methods=names, metrics=wanted, layer=layer_spec,
                               target=spec_target, batch_size=batch_size, shard_size=shard_size,
-                              method_options=options, num_workers=workers, device=device, **exactness, engine=runner,
+                              method_options=options, metric_options=metric_opts, num_workers=workers, device=device, **exactness, engine=runner,
                               seed=seed, config=config,
                               overwrite=overwrite, progress=update)
     spec = ReportSpec(f"Evaluation of {model} on {data}", "heatmap methods x metrics")
@@ -174,6 +176,30 @@ def evaluate_command(
     report = render_report(out)
     typer.echo(result.table().round(3).to_string())
     typer.echo(f"tables in {out}/tables; report: {report}")
+
+
+def metric_options(values: list[str] | None, metrics: list[str]) -> dict[str, dict[str, Any]]:
+    """The --option METRIC.KEY=VALUE entries (e.g. deletion.step=8) -> {metric: {key: value}},
+    each checked against the metric's options; the metric must be among --metrics (deletion and
+    insertion, drop and increase share their options)."""
+    from gradsum.cli._common import option_value
+    from gradsum.metrics.benchmark import _PARTNER, METRICS, check_metric_options
+
+    computed = set(metrics) | {_PARTNER[m] for m in metrics if m in _PARTNER}
+    chosen: dict[str, dict[str, Any]] = {}
+    for text in values or []:
+        head, eq, value = text.partition("=")
+        name, dot, key = head.strip().partition(".")
+        if name not in METRICS:
+            continue
+        if not eq or not dot or not key.strip():
+            raise UserError(f"--option must look like METRIC.KEY=VALUE (e.g. deletion.step=8); got {text!r}")
+        if name not in computed:
+            raise UserError(f"--option {text!r} is for the metric {name}, which is not among --metrics "
+                            f"({', '.join(metrics)})")
+        check_metric_options(name, {key.strip(): None})
+        chosen.setdefault(name, {})[key.strip()] = option_value(value)
+    return chosen
 
 
 def _steering(net: Any, dataset: Any, fps: float, threshold: float, batch_size: int, device: Any) -> Any:

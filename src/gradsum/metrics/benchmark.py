@@ -47,7 +47,8 @@ from gradsum.metrics.localization import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["benchmark", "Evaluator", "BenchmarkResult", "METRICS", "DEFAULT_METRICS", "CURVE_POINTS"]
+__all__ = ["benchmark", "Evaluator", "BenchmarkResult", "METRICS", "DEFAULT_METRICS", "CURVE_POINTS",
+           "check_metric_options"]
 
 #: metric name -> (needs ground truth, unit). "drop"/"increase" keep the top 15% pixels (the
 #: SISE / Ada-SISE tables); "average_drop"/"increase_in_confidence" use E ⊙ x (Grad-CAM++).
@@ -135,6 +136,30 @@ class BenchmarkResult:
         for col in ("seconds_per_image", "forward_per_image", "backward_per_image"):
             out[col] = [float(cost.loc[m, col]) for m in methods]
         return out
+
+
+def check_metric_options(name: str, options: Mapping[str, Any]) -> None:
+    """Refuse options that metric `name` does not take (TypeError naming them and the options
+    it takes; the ones `benchmark` sets itself — model, images, maps, target — excluded)."""
+    import difflib
+    import inspect
+
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(METRICS)}")
+    function = {"drop": confidence_change, "increase": confidence_change, "average_drop": confidence_change,
+                "increase_in_confidence": confidence_change, "deletion": deletion_insertion,
+                "insertion": deletion_insertion, "road": road, "faithfulness_correlation": faithfulness_correlation,
+                "sparseness": sparseness, "complexity": complexity, **_LOCAL}[name]
+    taken = {"model", "x", "maps", "target", "gt", "boxes", "masks", "progress", "modes"}
+    known = [p.name for p in inspect.signature(function).parameters.values()
+             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in taken]
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(f"metric {name} has no option {', '.join(hints)}; it takes {', '.join(known) or 'none'}")
 
 
 def _chunks(batch: Batch, size: int) -> Iterator[Batch]:
