@@ -179,13 +179,14 @@ def layer_output(model: Any, layer: str, hw: tuple[int, int], image: Any = None)
     allocated."""
     import torch
 
+    from gradsum.core.devices import model_device
     from gradsum.core.layers import resolve_layer
 
     name, module = resolve_layer(model, layer)
     seen: list[Any] = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
     try:
-        model_output(model, torch.zeros(1, 3, *hw, device=_device_of(model)) if image is None else image)
+        model_output(model, torch.zeros(1, 3, *hw, device=model_device(model)) if image is None else image)
     finally:
         handle.remove()
     if not seen:
@@ -194,13 +195,6 @@ def layer_output(model: Any, layer: str, hw: tuple[int, int], image: Any = None)
     if not isinstance(out, torch.Tensor):
         raise UserError(f"layer '{name}' returns a {type(out).__name__}, not a tensor; pick another layer")
     return name, out
-
-
-def _device_of(model: Any) -> Any:
-    """The device of the model's parameters (the CPU for a model without any)."""
-    import torch
-
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def check_indices(values: list[int], count: int, what: str, where: str) -> None:

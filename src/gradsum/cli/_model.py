@@ -154,8 +154,9 @@ def data_target(text: str | None, dataset: Any, net: Any, data: str) -> Any:
     Target for segmentation / regression models (as `explained_target`). 'label' on data
     without labels, an unknown name or an index out of range is a one-line error."""
     sample = dataset[0]
-    device = next((p.device for p in net.parameters()), None)
-    output = model_output(net, sample.image[None].to(device) if device is not None else sample.image[None])
+    from gradsum.core.devices import model_device
+
+    output = model_output(net, sample.image[None].to(model_device(net)))
     if text is None or text == "":
         return explained_target(output, None, None)
     if text == "label":

@@ -118,11 +118,11 @@ def _labels(model: Any, images: Any, targets: list[Any], n_classes: int, data: s
 
 def _model_info(net: Any, weights: Path | None) -> dict[str, Any]:
     """What the summary JSON says about the model and where it ran (`device_info`)."""
-    from gradsum.core.devices import device_info
+    from gradsum.core.devices import device_info, model_device
     from gradsum.models import card_of
 
     card = card_of(net)
-    device = next((p.device for p in net.parameters()), "cpu")
+    device = model_device(net)
     return {"model": card.spec if card is not None else None, "weights": str(weights) if weights else None,
             "preprocessing": card.describe() if card is not None else None, "runtime": device_info(device)}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["resolve_device", "device_info", "DEVICE_FORMS"]
+__all__ = ["resolve_device", "device_info", "model_device", "DEVICE_FORMS"]
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 
@@ -57,3 +57,8 @@ def device_info(device: torch.device | str) -> dict[str, Any]:
         info["name"] = platform.processor() or platform.machine()
         info["threads"] = torch.get_num_threads()
     return info
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -12,7 +12,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_int", "check_number", "check_seed", "check_choice", "check_flag"]
+__all__ = ["check_int", "check_number", "check_seed", "check_choice", "check_flag", "unknown_names"]
 
 # the range torch.Generator.manual_seed accepts
 _SEED_MIN, _SEED_MAX = -(2**63), 2**64 - 1
@@ -80,3 +80,13 @@ def check_flag(value: Any, name: str) -> bool:
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return bool(value)
     raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__})")
+
+
+def unknown_names(keys: Sequence[str], known: Sequence[str]) -> str:
+    """The names in `keys` for an error message, each with the closest of `known` when there
+    is one: "'stpe' (did you mean 'step'?), 'x'"."""
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(hints)

@@ -9,7 +9,6 @@ guided backprop) reduce with max|.|; attribution-like methods that satisfy compl
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -24,7 +23,14 @@ from gradsum.core.batching import BatchSize, auto_batch_size
 from gradsum.core.layers import AUTO
 from gradsum.core.layout import in_preferred_layout
 from gradsum.core.targets import BoundTarget, FixedTarget, Target
-from gradsum.methods._args import check_choice, check_flag, check_int, check_number, check_seed
+from gradsum.methods._args import (
+    check_choice,
+    check_flag,
+    check_int,
+    check_number,
+    check_seed,
+    unknown_names,
+)
 from gradsum.methods.base import Explainer, option_names
 from gradsum.methods.cam import compute_cams
 from gradsum.methods.registry import register
@@ -143,11 +149,7 @@ def _input_gradients(
 def _reject_unknown_options(cls: type, options: dict[str, Any]) -> None:
     known = option_names(cls)
     name = getattr(cls, "name", cls.__name__)
-    hints = []
-    for key in options:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise TypeError(f"{name} got unknown option(s) {', '.join(hints)}; it takes {', '.join(known)}")
+    raise TypeError(f"{name} got unknown option(s) {unknown_names(list(options), known)}; it takes {', '.join(known)}")
 
 
 class GradientExplainer(Explainer):

@@ -114,17 +114,15 @@ def explainer(name: str, model: nn.Module, layer: Any = "auto", *, output: Outpu
 def check_method_options(name: str, options: dict[str, Any]) -> None:
     """Refuse options that method `name` does not take (TypeError naming them, the closest
     real one and the options it takes), before any explainer is built."""
+    from gradsum.methods._args import unknown_names
     from gradsum.methods.base import option_names
 
     info = method_info(name)
     known = [n for n in option_names(info.cls) if n != "layer"]
     unknown = [key for key in options if key not in known and key != "layer"]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"{info.name} has no option {', '.join(hints)}; it takes {', '.join(known) or 'none'}")
+        raise TypeError(f"{info.name} has no option {unknown_names(unknown, known)}; it takes "
+                        f"{', '.join(known) or 'none'}")
 
 
 def method_table() -> list[dict[str, Any]]:

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from gradsum.core.devices import model_device
 from gradsum.core.targets import TargetSpec, label_targets
 from gradsum.data.samples import Batch, Sample, batches_by_size
-from gradsum.methods._args import check_int
+from gradsum.methods._args import check_int, unknown_names
 from gradsum.methods.base import ZeroMapLog
 from gradsum.metrics._common import boxes_to_masks
 from gradsum.metrics.complexity import complexity, sparseness
@@ -141,7 +142,6 @@ class BenchmarkResult:
 def check_metric_options(name: str, options: Mapping[str, Any]) -> None:
     """Refuse options that metric `name` does not take (TypeError naming them and the options
     it takes; the ones `benchmark` sets itself — model, images, maps, target — excluded)."""
-    import difflib
     import inspect
 
     if name not in METRICS:
@@ -155,11 +155,8 @@ def check_metric_options(name: str, options: Mapping[str, Any]) -> None:
              if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in taken]
     unknown = [key for key in options if key not in known]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"metric {name} has no option {', '.join(hints)}; it takes {', '.join(known) or 'none'}")
+        raise TypeError(f"metric {name} has no option {unknown_names(unknown, known)}; it takes "
+                        f"{', '.join(known) or 'none'}")
 
 
 def _chunks(batch: Batch, size: int) -> Iterator[Batch]:
@@ -277,7 +274,7 @@ class Evaluator:
         self.model, self.metrics, self.target, self.transform, self.seed = model, list(metrics), target, transform, seed
         self.metric_options, self.method_options = metric_options, method_options
         self.device = (torch.device(device) if device is not None
-                       else next((p.device for p in model.parameters()), torch.device("cpu")))
+                       else model_device(model))
         if isinstance(methods, Mapping):
             self.explainers = {name: factory(model) for name, factory in methods.items()}
         else:

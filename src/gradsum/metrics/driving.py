@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from gradsum.core.devices import model_device
+
 __all__ = ["autonomy", "Autonomy", "steering_metrics"]
 
 
@@ -97,7 +99,7 @@ def steering_metrics(model: Any, dataset: Any, *, fps: float = 10.0, threshold: 
     from gradsum.data.samples import batches_by_size
 
     if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = model_device(model)
     n = len(dataset)
     predicted = torch.empty(n, dtype=torch.float64)
     actual = torch.empty(n, dtype=torch.float64)

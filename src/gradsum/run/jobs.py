@@ -144,8 +144,6 @@ def evaluate_job(
 
 def _runtime(model: nn.Module, device: torch.device | str | None) -> dict[str, Any]:
     """The device the job runs on (the model's when not given), for its manifest."""
-    from gradsum.core.devices import device_info
+    from gradsum.core.devices import device_info, model_device
 
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return device_info(device)
+    return device_info(model_device(model) if device is None else device)
