@@ -17,6 +17,7 @@ from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.targets import (
     ClassTarget,
     LogProbabilityTarget,
+    NeuronTarget,
     ProbabilityTarget,
     RegressionTarget,
     SegmentationTarget,
@@ -76,6 +77,7 @@ __all__ = [
     "ClassTarget",
     "Cost",
     "LogProbabilityTarget",
+    "NeuronTarget",
     "ProbabilityTarget",
     "RegressionTarget",
     "SegmentationTarget",

@@ -1,11 +1,14 @@
 """Pictures of heatmaps: colour maps, overlays on images, and a methods x images grid.
 
 Display normalisation is explicit: `normalize="auto"` shows non-negative maps min-max
-scaled on a sequential colour map, and signed maps scaled by max|m| on a diverging colour
-map centred at zero (so red = pushes the score up, blue = pushes it down).
+scaled (0..1 per image) on a sequential colour map, and signed maps on a SYMMETRIC diverging
+scale per image, [-m, +m] centred at zero (red = pushes the score up, blue = pushes it down),
+with m the 99.5th percentile of |map| (`SIGNED_PERCENTILE`; one hot pixel would otherwise
+wash the rest of the map out; values beyond ±m take the end colours).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,16 +16,18 @@ import numpy as np
 import torch
 
 from gradsum.core.attribution import Attribution
-from gradsum.core.normalize import maxabs, minmax
+from gradsum.core.normalize import minmax
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["colorize", "overlay", "grid", "to_hwc", "to_uint8"]
+__all__ = ["colorize", "overlay", "grid", "signed_scale", "shown_note", "to_hwc", "to_uint8", "SIGNED_PERCENTILE"]
 
 DisplayNorm = Literal["auto", "minmax", "maxabs", "none"]
 SEQUENTIAL = "jet"
 DIVERGING = "RdBu_r"
+#: the percentile of |map| that sets the symmetric scale [-m, +m] of a signed map
+SIGNED_PERCENTILE = 99.5
 
 
 def to_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -48,7 +53,31 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _display(heatmap: torch.Tensor | np.ndarray, normalize: DisplayNorm, cmap: str | None) -> tuple[np.ndarray, str]:
+def _robust_scale(m: torch.Tensor, percentile: float) -> torch.Tensor:
+    """m for the symmetric scale [-m, m]: the `percentile` of |map| (100 = max |map|), the max
+    when that percentile is 0 (a sparse map), 1 for an all-zero map."""
+    a = m.abs().flatten()
+    k = max(1, min(a.numel(), math.ceil(percentile / 100.0 * a.numel())))
+    scale = a.kthvalue(k).values
+    if not bool(scale > 0):
+        scale = a.max()
+    return scale if bool(scale > 0) else torch.ones(())
+
+
+def signed_scale(heatmap: torch.Tensor | np.ndarray, percentile: float = SIGNED_PERCENTILE) -> float:
+    """m of the symmetric display scale [-m, +m] of one signed map: the `percentile`-th
+    percentile of |map| (default 99.5, so that one hot pixel does not wash the rest out;
+    100 = max |map|); values beyond ±m are shown at the ends of the colour map."""
+    return float(_robust_scale(_as_map(heatmap), _check_percentile(percentile)))
+
+
+def _check_percentile(percentile: float) -> float:
+    if isinstance(percentile, bool) or not isinstance(percentile, int | float) or not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100] (e.g. 99.5, or 100 for max |map|); got {percentile!r}")
+    return float(percentile)
+
+
+def _as_map(heatmap: torch.Tensor | np.ndarray) -> torch.Tensor:
     m = torch.as_tensor(np.asarray(heatmap) if not isinstance(heatmap, torch.Tensor) else heatmap).detach().float().cpu()
     if m.ndim != 2:
         raise ValueError(f"expected one heatmap (H,W); got shape {tuple(m.shape)}")
@@ -56,24 +85,37 @@ def _display(heatmap: torch.Tensor | np.ndarray, normalize: DisplayNorm, cmap: s
         raise ValueError(f"the heatmap is empty (shape {tuple(m.shape)}); give an (H,W) map with H, W >= 1")
     if not bool(torch.isfinite(m).all()):
         raise ValueError("the heatmap contains NaN or infinite values; clean it first (e.g. torch.nan_to_num)")
-    signed = bool((m < 0).any())
-    mode = ("maxabs" if signed else "minmax") if normalize == "auto" else normalize
+    return m
+
+
+def _mode(m: torch.Tensor, normalize: DisplayNorm) -> str:
+    if normalize == "auto":
+        return "maxabs" if bool((m < 0).any()) else "minmax"
+    if normalize not in ("minmax", "maxabs", "none"):
+        raise ValueError(f"unknown display normalisation {normalize!r}; use auto, minmax, maxabs or none")
+    return normalize
+
+
+def _display(heatmap: torch.Tensor | np.ndarray, normalize: DisplayNorm, cmap: str | None,
+             percentile: float = SIGNED_PERCENTILE) -> tuple[np.ndarray, str]:
+    m = _as_map(heatmap)
+    mode = _mode(m, normalize)
     if mode == "minmax":
         values = minmax(m[None])[0]
-    elif mode == "maxabs":
-        values = (maxabs(m[None])[0] + 1) / 2  # [-1,1] -> [0,1], zero at 0.5
-    elif mode == "none":
-        values = m.clamp(0, 1)
+    elif mode == "maxabs":  # symmetric: -m -> 0, 0 -> 0.5, +m -> 1
+        values = ((m / _robust_scale(m, _check_percentile(percentile))).clamp(-1, 1) + 1) / 2
     else:
-        raise ValueError(f"unknown display normalisation {normalize!r}; use auto, minmax, maxabs or none")
+        values = m.clamp(0, 1)
     return values.numpy(), cmap or (DIVERGING if mode == "maxabs" else SEQUENTIAL)
 
 
-def colorize(heatmap: torch.Tensor | np.ndarray, cmap: str | None = None, normalize: DisplayNorm = "auto") -> np.ndarray:
-    """A heatmap (H,W) as an RGB float image (H,W,3) in [0,1]."""
+def colorize(heatmap: torch.Tensor | np.ndarray, cmap: str | None = None, normalize: DisplayNorm = "auto",
+             percentile: float = SIGNED_PERCENTILE) -> np.ndarray:
+    """A heatmap (H,W) as an RGB float image (H,W,3) in [0,1] (display scales in the module
+    docstring; `percentile` sets the symmetric scale of signed maps)."""
     from matplotlib import colormaps
 
-    values, name = _display(heatmap, normalize, cmap)
+    values, name = _display(heatmap, normalize, cmap, percentile)
     if name not in colormaps:
         import difflib
 
@@ -89,8 +131,11 @@ def overlay(
     cmap: str | None = None,
     alpha: float = 0.5,
     normalize: DisplayNorm = "auto",
+    percentile: float = SIGNED_PERCENTILE,
 ) -> np.ndarray:
-    """Blend a colourised heatmap over an image: (1 - alpha) * image + alpha * colour.
+    """Blend a colourised heatmap over an image: (1 - a) * image + a * colour, a = alpha for
+    min-max scaled maps; for signed maps (diverging scale) a = alpha * sqrt(|value| / m), so the
+    image shows through where the map is zero and the strongest values (±m) are drawn at `alpha`.
     Returns float32 (H,W,3) in [0,1]; the heatmap is resized (bilinear) to the image if needed."""
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
@@ -99,7 +144,18 @@ def overlay(
     if tuple(m.shape[-2:]) != img.shape[:2]:
         m = torch.nn.functional.interpolate(m.float()[None, None], size=img.shape[:2], mode="bilinear",
                                             align_corners=False)[0, 0]
-    return ((1 - alpha) * img + alpha * colorize(m, cmap, normalize)).astype(np.float32)
+    m = _as_map(m)
+    colour = colorize(m, cmap, normalize, percentile)
+    a: Any = alpha
+    if _mode(m, normalize) == "maxabs":  # |value| / m from the same display scale as the colours
+        a = alpha * np.sqrt(np.abs(2 * _display(m, "maxabs", cmap, percentile)[0] - 1))[..., None]
+    return ((1 - a) * img + a * colour).astype(np.float32)
+
+
+def shown_note(shown: int, given: int, noun: str = "images") -> str:
+    """'first 8 of 10 images' when a figure shows fewer than it was given, else ''. Every
+    grid in gradsum says so in its title rather than dropping pictures silently."""
+    return f"first {shown} of {given} {noun}" if shown < given else ""
 
 
 def grid(
@@ -108,14 +164,28 @@ def grid(
     *,
     titles: Sequence[str] | None = None,
     alpha: float = 0.5,
+    signed_alpha: float = 0.9,
     normalize: DisplayNorm = "auto",
+    percentile: float = SIGNED_PERCENTILE,
     cell: float = 1.8,
     max_images: int = 8,
+    title: str = "",
 ) -> Figure:
-    """A figure with the images in the first row and one row per method (overlays).
+    """A figure with the images in the first row and one row per method (overlays), a colour
+    bar per method row at the right.
 
     images: (B,C,H,W); maps: method name -> Attribution or (B,H,W) tensor; titles: one per
-    image (e.g. ids or predictions)."""
+    image (e.g. ids or predictions). Colours per row (`normalize="auto"`): a row whose maps
+    are all >= 0 is min-max scaled to 0..1 per image (sequential map, bar "0 .. 1"); a row
+    with negative values is signed, on a symmetric scale per image [-m, +m], m = the
+    `percentile`-th percentile of |map| (default 99.5; 100 = max |map|), zero in the middle
+    (diverging map, bar "-m 0 +m"), drawn with opacity `signed_alpha` * sqrt(|value| / m) (the image
+    shows where the map is zero, so sparse signed maps are not washed out in white). At most `max_images` columns: when fewer than B images are shown the title says
+    "first N of B images" (after `title`, when given). Method names are written horizontally left of their row and the
+    figure size follows the images' aspect, so labels do not overlap on wide images."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
@@ -125,6 +195,10 @@ def grid(
         raise ValueError(f"grid: max_images must be a positive int; got {max_images!r}")
     if not isinstance(maps, Mapping):
         raise TypeError(f"grid: maps must be a dict {{method name: Attribution or (B,H,W) maps}}; got {type(maps).__name__}")
+    for name, a in (("alpha", alpha), ("signed_alpha", signed_alpha)):
+        if isinstance(a, bool) or not isinstance(a, int | float) or not 0.0 <= a <= 1.0:
+            raise ValueError(f"grid: {name} must be in [0, 1]; got {a!r}")
+    _check_percentile(percentile)
     n = min(images.shape[0], max_images)
     rows = [("image", None)] + [(name, m.maps if isinstance(m, Attribution) else m) for name, m in maps.items()]
     for name, m in rows[1:]:
@@ -135,18 +209,48 @@ def grid(
             raise ValueError(f"maps of '{name}' hold {m.shape[0]} images; the grid shows {n}")
     if titles is not None and len(titles) < n:
         raise ValueError(f"grid: got {len(titles)} titles for {n} images; give one title per image")
-    fig = Figure(figsize=(cell * n + 1.2, cell * len(rows) * images.shape[-2] / images.shape[-1] + 0.4))
-    axes = fig.subplots(len(rows), n, squeeze=False)
-    for r, (name, m) in enumerate(rows):
+    shown = [(name, None if m is None else torch.as_tensor(m[:n]).detach().float().cpu()) for name, m in rows]
+    modes = [None] + [_mode(m, normalize) for _, m in shown[1:]]  # one scale per row: one colour bar
+    aspect = images.shape[-2] / images.shape[-1]
+    width = max(cell, 0.55 / aspect)  # a row at least ~0.55 in high: two lines of label fit
+    label_w = 0.09 * max((len(name) for name, _ in rows), default=5) + 0.3
+    fig = Figure(figsize=(width * n + label_w + 0.9, (width * aspect + 0.12) * len(rows) + 0.4 + 0.25 * bool(titles)),
+                 layout="constrained")
+    axes = fig.subplots(len(rows), n + 1, squeeze=False, width_ratios=[1.0] * n + [0.05])
+    for r, ((name, m), mode) in enumerate(zip(shown, modes, strict=True)):
         for c in range(n):
             ax = axes[r][c]
-            picture: Any = to_hwc(images[c]) if m is None else overlay(images[c], m[c], alpha=alpha, normalize=normalize)
+            if m is None:
+                picture: Any = to_hwc(images[c])
+            else:
+                picture = overlay(images[c], m[c], alpha=signed_alpha if mode == "maxabs" else alpha,
+                                  normalize=mode, percentile=percentile)  # type: ignore[arg-type]
             ax.imshow(picture, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(name, fontsize=9)
+                scale = {"maxabs": "signed ±m", "minmax": "min-max 0..1", "none": "raw, clipped 0..1"}.get(str(mode))
+                ax.set_ylabel(name if scale is None else f"{name}\n({scale})", fontsize=8, rotation=0,
+                              ha="right", va="center", labelpad=4)
             if r == 0 and titles is not None:
-                ax.set_title(str(titles[c]), fontsize=8)
-    fig.tight_layout()
+                ax.set_title(str(titles[c]), fontsize=7)
+        cax = axes[r][n]
+        if mode is None:
+            cax.set_axis_off()
+            continue
+        cmap = colormaps[DIVERGING if mode == "maxabs" else SEQUENTIAL]
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), cax=cax)
+        if mode == "maxabs":
+            bar.set_ticks([0, 0.5, 1], labels=["−m", "0", "+m"])
+        else:
+            bar.set_ticks([0, 1], labels=["0", "1"])
+        bar.ax.tick_params(labelsize=6, length=2)
+    signed = any(mode == "maxabs" for mode in modes)
+    note = ", ".join(p for p in (
+        title, shown_note(n, images.shape[0]),
+        "min-max: each map scaled to 0..1" if any(mode == "minmax" for mode in modes) else "",
+        f"signed: symmetric per map, m = {percentile:g}th percentile of |map|, red > 0 > blue" if signed else "",
+    ) if p)
+    if note:
+        fig.suptitle(note, fontsize=8)
     return fig

@@ -5,6 +5,7 @@ from gradsum.adversarial._common import pixel_space
 from gradsum.adversarial.deepfool import DeepFoolResult, deepfool
 from gradsum.adversarial.fgsm_pgd import fgsm, pgd, project
 from gradsum.adversarial.fooling import FoolingResult, fooling_image
+from gradsum.adversarial.survey import AttackBudget, AttackSurvey, ModelAttacks, attack_survey
 from gradsum.adversarial.universal import (
     TransferMatrix,
     UniversalResult,
@@ -14,10 +15,14 @@ from gradsum.adversarial.universal import (
 )
 
 __all__ = [
+    "AttackBudget",
+    "AttackSurvey",
     "DeepFoolResult",
     "FoolingResult",
+    "ModelAttacks",
     "TransferMatrix",
     "UniversalResult",
+    "attack_survey",
     "deepfool",
     "fgsm",
     "fooling_image",

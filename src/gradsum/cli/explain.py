@@ -202,7 +202,8 @@ def explain_command(
         typer.echo(f"gradsum: warning: {line}", err=True)
     grid_x = torch.stack(grid_images)
     save_figure(out / "grid.png", gs.viz.grid(grid_x, {k: torch.stack(v) for k, v in grid_maps.items()},
-                                              titles=all_titles[: len(grid_images)], max_images=GRID_IMAGES))
+                                              titles=all_titles[: len(grid_images)], max_images=GRID_IMAGES,
+                                              title=gs.viz.shown_note(len(grid_images), len(all_titles))))
     if len({tuple(m.shape[-2:]) for chunks in maps.values() for m in chunks}) == 1:
         save_maps(out / "maps.npz", ids=all_titles, **{name: torch.cat(chunks) for name, chunks in maps.items()})
     else:  # images of several sizes: one (H,W) array per method and image, keys "method/index"

@@ -8,6 +8,7 @@ from gradsum.core.normalize import normalize_maps
 from gradsum.core.targets import (
     ClassTarget,
     LogProbabilityTarget,
+    NeuronTarget,
     ProbabilityTarget,
     RegressionTarget,
     SegmentationTarget,
@@ -20,6 +21,7 @@ __all__ = [
     "ClassTarget",
     "Cost",
     "LogProbabilityTarget",
+    "NeuronTarget",
     "ProbabilityTarget",
     "RegressionTarget",
     "SegmentationTarget",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 __all__ = [
     "Target",
@@ -23,6 +24,7 @@ __all__ = [
     "LogProbabilityTarget",
     "RegressionTarget",
     "SegmentationTarget",
+    "NeuronTarget",
     "CallableTarget",
     "DefaultTarget",
     "FixedTarget",
@@ -252,6 +254,122 @@ class SegmentationTarget(Target):
 
         idx = torch.full((output.shape[0],), category, device=output.device, dtype=torch.long)
         return BoundTarget(fn, idx, "logit", f"segmentation category {category} ({where})")
+
+
+def _per_sample(value: Any, batch: int, what: str) -> torch.Tensor:
+    """An int, or one int per image (a sequence or tensor of B ints) -> (B,) int64."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        raise TypeError(f"NeuronTarget {what} must be an int or one int per image; got {value!r}")
+    if isinstance(value, Sequence) and not isinstance(value, str) and not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"NeuronTarget {what} must be an int or one int per image; got {value!r}")
+    raw = torch.as_tensor(value)
+    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool:
+        raise TypeError(f"NeuronTarget {what} must be an int or one int per image; got {raw.dtype} values")
+    idx = raw.reshape(-1).long()
+    if idx.numel() == 1:
+        return idx.expand(batch)
+    if idx.numel() != batch:
+        raise ValueError(
+            f"NeuronTarget got {idx.numel()} values of {what} for a batch of {batch} images; "
+            "give one per image or a single one for all"
+        )
+    return idx
+
+
+def _check_index(value: Any, what: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool | float | str) or (
+            isinstance(value, torch.Tensor) and (value.is_floating_point() or value.dtype == torch.bool)):
+        raise TypeError(f"NeuronTarget {what} must be an int or one int per image (a list or tensor); got {value!r}")
+    if not isinstance(value, numbers.Integral | Sequence | torch.Tensor) and not hasattr(value, "dtype"):
+        raise TypeError(f"NeuronTarget {what} must be an int or one int per image (a list or tensor); "
+                        f"got {type(value).__name__}")
+
+
+class NeuronTarget(Target):
+    """Explain one unit of an intermediate layer (Zeiler & Fergus 2014; Springenberg et al.
+    2015): the activation A[c, y, x] of `layer`'s output A (B,C,H,W) at channel `channel` and
+    position (y, x) of the layer's map, or the channel's spatial mean mean_yx A[c] when y and
+    x are None (give both or neither). `channel`, `y`, `x` are ints or one int per image.
+
+    Explainers (`gs.explain`, `gs.explainer`) run the model truncated at `layer`
+    (`gradsum.core.truncate`): its forward stops after that layer, so the rest of the network
+    does not run, and hooks on earlier modules (guided backprop's ReLUs, a CAM layer) fire as
+    usual. A CAM method needs a layer that runs before `layer`. The score is the raw
+    activation (`score == "activation"`); `indices` are the channels."""
+
+    score = "activation"
+
+    def __init__(self, layer: str | nn.Module, channel: int | Sequence[int] | torch.Tensor,
+                 y: int | Sequence[int] | torch.Tensor | None = None,
+                 x: int | Sequence[int] | torch.Tensor | None = None):
+        if not isinstance(layer, str | nn.Module):
+            raise TypeError(f"NeuronTarget layer must be a layer name or module; got {type(layer).__name__}")
+        if (y is None) != (x is None):
+            raise ValueError(
+                f"NeuronTarget needs both y and x (a position in the layer's map) or neither (the channel's "
+                f"spatial mean); got y={y!r}, x={x!r}"
+            )
+        if channel is None:
+            raise TypeError("NeuronTarget needs a channel (an int, or one int per image)")
+        for value, what in ((channel, "channel"), (y, "y"), (x, "x")):
+            _check_index(value, what)
+        self.layer, self.channel, self.y, self.x = layer, channel, y, x
+
+    @property
+    def layer_name(self) -> str:
+        """The layer as given: its name, or its class name for a module."""
+        return self.layer if isinstance(self.layer, str) else type(self.layer).__name__
+
+    def bind(self, output: torch.Tensor) -> BoundTarget:
+        from gradsum.core.truncate import in_truncated_run
+
+        name = self.layer_name
+        if not in_truncated_run():
+            raise ValueError(
+                f"NeuronTarget explains a unit of layer '{name}', not a model output; use it with gs.explain / "
+                "gs.explainer (they run the model truncated at that layer), or bind it on view(x) inside "
+                "`with gradsum.core.truncate.truncated(model, layer) as view:`"
+            )
+        if output.ndim != 4:
+            raise ValueError(
+                f"NeuronTarget needs a layer with a (B,C,H,W) output; layer '{name}' outputs shape "
+                f"{tuple(output.shape)}{' (tokens)' if output.ndim == 3 else ''}. Pick a convolutional layer"
+            )
+        batch, n_ch, height, width = output.shape
+        device = output.device
+        chans = _per_sample(self.channel, batch, "channel").to(device)
+        bounds = [(chans, "channel", n_ch)]
+        ys = xs = None
+        if self.y is not None:
+            ys = _per_sample(self.y, batch, "y").to(device)
+            xs = _per_sample(self.x, batch, "x").to(device)
+            bounds += [(ys, "y", height), (xs, "x", width)]
+        for idx, what, size in bounds:
+            bad = (idx < 0) | (idx >= size)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"NeuronTarget {what} {int(idx[bad][0])} is out of range: layer '{name}' outputs "
+                    f"{tuple(output.shape)} (B,C,H,W), so {what} must be in 0..{size - 1}"
+                )
+
+        def fn(out: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+            r = torch.arange(batch, device=out.device) if rows is None else rows.to(out.device)
+            c = chans[r]
+            if ys is None:
+                return out.mean(dim=(2, 3)).gather(1, c[:, None])[:, 0]
+            return out[torch.arange(out.shape[0], device=out.device), c, ys[r], xs[r]]
+
+        one = chans.numel() and bool((chans == chans[0]).all())
+        where = "spatial mean" if ys is None else "position"
+        if one and (ys is None or (bool((ys == ys[0]).all()) and bool((xs == xs[0]).all()))):
+            at = "" if ys is None else f", y={int(ys[0])}, x={int(xs[0])}"
+            label = f"neuron '{name}' channel {int(chans[0])}{at} ({where})"
+        else:
+            label = f"neuron '{name}' (one channel{'' if ys is None else ' and position'} per image, {where})"
+        return BoundTarget(fn, chans, "activation", label)
 
 
 class CallableTarget(Target):

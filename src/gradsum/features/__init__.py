@@ -11,27 +11,46 @@ from gradsum.features.objectives import (
     direction,
     neuron,
 )
-from gradsum.features.patches import ReceptiveField, TopPatches, receptive_field, top_patches
+from gradsum.features.patches import (
+    ReceptiveField,
+    TopPatches,
+    patch_attributions,
+    receptive_field,
+    top_patches,
+)
+from gradsum.features.survey import (
+    FeatureBudget,
+    LayerChannels,
+    LayerSurvey,
+    activation_layers,
+    layer_survey,
+)
 from gradsum.features.transforms import Transforms
 
 __all__ = [
     "OUTPUT",
     "PRESETS",
+    "FeatureBudget",
     "FeatureMaps",
     "FilterGrid",
+    "LayerChannels",
+    "LayerSurvey",
     "MaxResult",
     "Objective",
     "ReceptiveField",
     "TopPatches",
     "Transforms",
+    "activation_layers",
     "channel",
     "class_logit",
     "dense_unit",
     "direction",
     "feature_maps",
     "filter_grid",
+    "layer_survey",
     "maximize",
     "neuron",
+    "patch_attributions",
     "receptive_field",
     "top_patches",
 ]

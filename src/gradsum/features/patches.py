@@ -31,7 +31,7 @@ from gradsum.metrics._common import forward_checked
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["ReceptiveField", "receptive_field", "TopPatches", "top_patches"]
+__all__ = ["ReceptiveField", "receptive_field", "TopPatches", "top_patches", "patch_attributions"]
 
 _ELEMENTWISE = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ReLU6, nn.PReLU,
@@ -400,6 +400,56 @@ def top_patches(
     back = home or vals.device
     return TopPatches(name, chans.tolist(), *(t[:, :kept].to(back) for t in (vals, idx, ys, xs, boxes, crops)),
                       rf, seen)
+
+
+def _images_at(images: Any, index: torch.Tensor) -> torch.Tensor:
+    """The images at dataset positions `index` (k,) of `images`: a tensor (N,C,H,W) or an
+    indexable dataset of Samples / tensors / (image, ...) tuples, as `top_patches` read it."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4:
+            raise ValueError(f"images must be an (N,C,H,W) tensor; got shape {tuple(images.shape)}")
+        return images[index.to(images.device)]
+    if not (hasattr(images, "__len__") and hasattr(images, "__getitem__")):
+        raise TypeError(f"images must be the tensor or indexable dataset given to top_patches; got "
+                        f"{type(images).__name__}")
+    picked = [next(iter(_batches([images[i]], 1))) for i in index.tolist()]
+    return torch.cat(picked)
+
+
+def patch_attributions(model: nn.Module, top: TopPatches, images: Any, method: str = "guided-backprop",
+                       **options: Any) -> torch.Tensor:
+    """The attribution of each top patch's own unit, cropped like the patch (seed figure:
+    "guided backprop of maximally activating patches"; Springenberg et al. 2015).
+
+    For channel c = top.channels[i] and its j-th patch (image top.index[i, j] of `images`,
+    position (top.y[i, j], top.x[i, j]) of `top.layer`), explain
+    NeuronTarget(top.layer, c, y, x) on that image with `method` (any method of gs.explain;
+    `options` are its options) and crop the per-channel input attribution (`input_maps`,
+    or the map as one channel for methods without them) to the patch's receptive-field box,
+    zero outside the image (the same crop as `top.crops`). One explain call per channel, the
+    k patches batched with per-image positions. Returns (C, k, channels, r, r) on the device
+    of `top.crops`; `images` is the tensor or dataset that `top_patches` streamed."""
+    from gradsum.core.targets import NeuronTarget
+    from gradsum.methods.explain import explain
+
+    if not isinstance(top, TopPatches):
+        raise TypeError(f"top must be the TopPatches that top_patches returned; got {type(top).__name__}")
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a method name such as 'guided-backprop'; got {type(method).__name__}")
+    n = len(images)
+    if int(top.index.max()) >= n:
+        raise ValueError(f"top refers to image {int(top.index.max())} but images has {n}; give the images that "
+                         "top_patches streamed")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    out = []
+    for i, channel in enumerate(top.channels):
+        batch = _images_at(images, top.index[i]).to(device)
+        target = NeuronTarget(top.layer, channel, top.y[i].to(device), top.x[i].to(device))
+        result = explain(model, batch, [method], target=target, options={method: options} if options else None)[method]
+        attr = result.input_maps if result.input_maps is not None else result.maps[:, None]
+        y0, x0 = top.boxes[i, :, 0].to(device), top.boxes[i, :, 1].to(device)
+        out.append(_crop(attr.detach(), y0, x0, top.field_.size))
+    return torch.stack(out).to(top.crops.device)
 
 
 def _run_device(model: nn.Module, device: str | torch.device | None) -> torch.device:

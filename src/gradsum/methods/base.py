@@ -3,6 +3,7 @@ boundary, model state restored, cost measured."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import time
@@ -17,17 +18,20 @@ from torch import nn
 from gradsum.core.attribution import Attribution
 from gradsum.core.batching import is_out_of_memory
 from gradsum.core.forward import forward_checked
+from gradsum.core.layers import resolve_layer
 from gradsum.core.layout import in_preferred_layout
 from gradsum.core.outputs import OutputSpec, check_output_spec
 from gradsum.core.precision import precision_scope, precision_settings
 from gradsum.core.probe import gradients_enabled, preserved_state
-from gradsum.core.targets import TargetSpec, resolve_target
+from gradsum.core.targets import NeuronTarget, Target, TargetSpec, resolve_target
+from gradsum.core.truncate import truncated
 
 T = TypeVar("T")
 
 __all__ = ["Explainer", "check_input", "prepare_input", "run_on_model", "model_dtype", "warn_zero_maps",
            "ZeroMapWarning", "ZeroMapLog", "zero_gradient_images",
-           "contiguous_result", "upsample", "option_names"]
+           "contiguous_result", "upsample", "option_names", "model_for_target",
+           "neuron_layer_named"]
 
 
 def check_input(x: Any, name: str = "x") -> torch.Tensor:
@@ -244,6 +248,41 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return rows @ (maps @ cols.T)
 
 
+@contextlib.contextmanager
+def model_for_target(model: nn.Module, target: Target) -> Iterator[nn.Module]:
+    """The model an explanation of `target` runs on, for a block: `model` itself, or for a
+    `NeuronTarget` the model truncated at the neuron's layer (`gradsum.core.truncate`), whose
+    output is that layer's (B,C,H,W) map. Enter it where the model is already in the state to
+    explain in (inside `run_on_model`)."""
+    if not isinstance(target, NeuronTarget):
+        yield model
+        return
+    with truncated(model, target.layer) as view:
+        yield view
+
+
+def neuron_layer_named(model: nn.Module, target: Target) -> Target:
+    """A `NeuronTarget` with its layer resolved to its name in `model` (a misspelt name fails
+    here, listing the closest ones, before any forward); other targets unchanged."""
+    if isinstance(target, NeuronTarget):
+        return NeuronTarget(resolve_layer(model, target.layer)[0], target.channel, target.y, target.x)
+    return target
+
+
+def _on_model(explainer: Explainer, model: nn.Module) -> Explainer:
+    """A shallow copy of `explainer` (and of the explainers it holds, e.g. SmoothGrad's base)
+    that runs on `model`; its private caches (dict attributes starting with "_", such as traced
+    splits or detected blocks of the full model) start empty."""
+    made = copy.copy(explainer)
+    made.model = model
+    for key, value in list(vars(made).items()):
+        if isinstance(value, Explainer):
+            setattr(made, key, _on_model(value, model))
+        elif key.startswith("_") and isinstance(value, dict):
+            setattr(made, key, type(value)())
+    return made
+
+
 class Explainer:
     """Base class: `exp = Method(model, layer=..., **options)`, then `exp(x, target=None)`.
 
@@ -278,7 +317,18 @@ class Explainer:
         output = check_output_spec(self.output if output is None else output)
         spec = resolve_target(target)
         start = time.perf_counter()
-        attribution, notes = run_on_model(self.model, x, lambda xin: self._explain(xin, spec),
+        if isinstance(spec, NeuronTarget) and self.family == "attention":
+            raise ValueError(
+                f"{self.name} explains a transformer's output through its attention; it cannot explain a "
+                f"NeuronTarget (a unit of layer {spec.layer_name!r}); use a gradient or CAM method"
+            )
+        spec = neuron_layer_named(self.model, spec)
+
+        def run(xin: torch.Tensor) -> Attribution:
+            with model_for_target(self.model, spec) as model:
+                return (self if model is self.model else _on_model(self, model))._explain(xin, spec)
+
+        attribution, notes = run_on_model(self.model, x, run,
                                           freeze=self.freeze_parameters, output=output, precision=self.precision,
                                           autocast=self.autocast)
         attribution.cost.seconds = time.perf_counter() - start

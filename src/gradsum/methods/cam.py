@@ -18,6 +18,7 @@ from gradsum.core.normalize import minmax
 from gradsum.core.probe import Probe
 from gradsum.core.targets import BoundTarget, Target
 from gradsum.core.tokens import Reshape, TokenSpec, parse_tokens
+from gradsum.core.truncate import Truncation, truncation
 from gradsum.methods.base import Explainer, upsample, zero_gradient_images
 from gradsum.methods.registry import register
 
@@ -249,6 +250,26 @@ def layout_options(options: dict[str, Any]) -> tuple[TokenSpec, Reshape | None, 
     return tokens, reshape, rest
 
 
+def _check_before_neuron(cut: Truncation, layers: list[tuple[str, nn.Module]], ran: set[str] | None,
+                         label: str, auto: bool) -> None:
+    """A CAM of a NeuronTarget reads a layer that runs before the neuron's layer (the model is
+    truncated there): not that layer itself, not one after it, not one containing it."""
+    for name, module in layers:
+        if module is cut.module:
+            which = f"layer='auto' chose the neuron's own layer '{name}'" if auto else \
+                f"layer '{name}' is the neuron's own layer"
+            raise ValueError(
+                f"{label}: {which}; a CAM of a NeuronTarget of layer '{cut.name}' needs a layer that runs "
+                "before it (give layer= an earlier layer)"
+            )
+        if ran is not None and name not in ran:
+            raise ValueError(
+                f"{label}: layer '{name}' does not run before the neuron's layer '{cut.name}' (the forward of a "
+                "NeuronTarget stops there, so a later layer, or one containing it, never runs); give layer= a "
+                f"layer that runs before '{cut.name}'"
+            )
+
+
 def compute_cams(
     model: nn.Module,
     x: torch.Tensor,
@@ -267,6 +288,15 @@ def compute_cams(
         raise ValueError(f"not CAM-family methods: {unknown}; CAM methods are {sorted(CAM_FUNCTIONS)}")
     tokens, reshape, options = layout_options(options or {})
     layers = resolve_layers(model, layer)
+    cut = truncation(model)
+    label = ", ".join(methods)
+    if cut is not None and "cam" in methods:
+        raise ValueError(
+            f"cam reads the weights of the linear head after global pooling, which the model truncated at the "
+            f"neuron's layer '{cut.name}' (a NeuronTarget) does not run; use gradcam"
+        )
+    if cut is not None and layers != AUTO:
+        _check_before_neuron(cut, layers, None, label, auto=False)  # type: ignore[arg-type]
     linear_inputs: list[tuple[nn.Linear, torch.Tensor]] = []
     handles = []
     if "cam" in methods:  # CAM reads the head's weights: record what each Linear receives
@@ -280,9 +310,12 @@ def compute_cams(
     finally:
         for handle in handles:
             handle.remove()
+    if cut is not None:
+        modules = dict(model.named_modules())
+        _check_before_neuron(cut, [(n, modules.get(n)) for n in names], set(probe.captured) | set(probe.non_tensor),
+                             label, auto=layers == AUTO)  # type: ignore[misc]
     bound = target.bind(output)
     scores = bound(output)
-    label = ", ".join(methods)
     acts = [probe.activation(n, spatial=True, method=label) for n in names]
     needs_grad = any(CAM_FUNCTIONS[m].needs_gradients for m in methods)
     grads: list[torch.Tensor | None] = (

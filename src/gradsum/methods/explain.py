@@ -13,7 +13,13 @@ from gradsum.core.layers import AUTO
 from gradsum.core.outputs import OutputSpec, check_output_spec
 from gradsum.core.precision import check_precision
 from gradsum.core.targets import TargetSpec, resolve_target
-from gradsum.methods.base import contiguous_result, run_on_model, warn_zero_maps
+from gradsum.methods.base import (
+    contiguous_result,
+    model_for_target,
+    neuron_layer_named,
+    run_on_model,
+    warn_zero_maps,
+)
 from gradsum.methods.cam import CAM_FUNCTIONS, check_fusion, compute_cams
 from gradsum.methods.registry import explainer, method_info
 
@@ -46,6 +52,8 @@ def explain(
     and ONE partial backward; other methods run their own passes. `options` maps a method
     name to its keyword options. `output` selects the tensor of a dict/tuple model output.
     precision / autocast: see `gradsum.core.precision` (default float32, TF32 off on GPUs).
+    A `gs.NeuronTarget` explains a unit of an intermediate layer: every method runs on the
+    model truncated at that layer (see `gradsum.core.targets.NeuronTarget`).
     Returns {name: Attribution} with a `.cost` total.
     """
     if isinstance(methods, str):
@@ -67,15 +75,18 @@ def explain(
     check_fusion(fusion)
     check_precision(precision, autocast)
     output = check_output_spec(output)
-    spec = resolve_target(target)
+    spec = neuron_layer_named(model, resolve_target(target))
     results = Explanations()
     total = Cost()
     cam_names = [n for n in names if n in CAM_FUNCTIONS and not options.get(n)]
     if cam_names:
         start = time.perf_counter()
-        shared, notes = run_on_model(model, x, lambda xin: compute_cams(model, xin, spec, cam_names, layer,
-                                                                        fusion=fusion),  # type: ignore[arg-type]
-                                     output=output, precision=precision, autocast=autocast)
+
+        def cams(xin: torch.Tensor) -> dict[str, Attribution]:
+            with model_for_target(model, spec) as runs_on:
+                return compute_cams(runs_on, xin, spec, cam_names, layer, fusion=fusion)  # type: ignore[arg-type]
+
+        shared, notes = run_on_model(model, x, cams, output=output, precision=precision, autocast=autocast)
         shared = {name: contiguous_result(a) for name, a in shared.items()}
         seconds = time.perf_counter() - start
         shared[cam_names[0]].cost.seconds = seconds  # one Cost object, shared by all of them

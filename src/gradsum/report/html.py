@@ -41,10 +41,13 @@ class ReportSpec:
         return self
 
     def table(self, path: str, caption: str = "", columns: list[str] | None = None, max_rows: int = 60,
-              digits: int = 2, query: str | None = None) -> ReportSpec:
-        """A table file of the run; `query` (pandas syntax, e.g. "level == 'category'") picks rows."""
+              digits: int = 2, query: str | None = None, collapsed: bool = False) -> ReportSpec:
+        """A table file of the run; `query` (pandas syntax, e.g. "level == 'category'") picks rows.
+        `collapsed=True`: the table is folded into `<details><summary>caption (N rows)</summary>`
+        and placed after the section's figures (the figure is the main picture, the numbers
+        are there for whoever opens them)."""
         self._last()["tables"].append({"path": path, "caption": caption, "columns": columns, "max_rows": max_rows,
-                                       "digits": digits, "query": query})
+                                       "digits": digits, "query": query, "collapsed": bool(collapsed)})
         return self
 
     def verdict(self, text: str, ok: bool = False) -> ReportSpec:
@@ -100,7 +103,8 @@ def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             frame = _read(run_dir / t["path"])
             if t.get("query"):
                 frame = frame.query(t["query"])
-            tables.append({"caption": t.get("caption", ""),
+            tables.append({"caption": t.get("caption", ""), "collapsed": bool(t.get("collapsed", False)),
+                           "rows": len(frame),
                            "html": table_html(frame, t.get("columns"), t.get("max_rows", 60), t.get("digits", 2))})
         sections.append({**s, "figures": figures, "tables": tables})
     env = jinja2.Environment(loader=jinja2.PackageLoader("gradsum.report", "templates"),

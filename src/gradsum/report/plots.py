@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["category_colors", "profile_bars", "comparison_bars", "epoch_lines", "image_panel", "scene_grid",
-           "COLUMN_LABELS"]
+__all__ = ["category_colors", "profile_bars", "comparison_bars", "enrichment_heatmap", "epoch_lines", "image_panel",
+           "scene_grid", "COLUMN_LABELS"]
 
 COLUMN_LABELS = {
     "pooled_share": "share of the heatmap (%)",
@@ -111,6 +111,81 @@ def comparison_bars(summary: pd.DataFrame, table: LabelTable, *, by: str = "mode
     return fig
 
 
+def enrichment_heatmap(summary: pd.DataFrame, table: LabelTable, *, baseline: pd.DataFrame | None = None,
+                       column: str = "pooled_enrichment", level: str = "category",
+                       categories: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+                       baseline_methods: Sequence[str] | None = None, limit: float = 4.0,
+                       title: str = "") -> Figure:
+    """One panel per model: methods (rows) x categories (columns) of an enrichment column
+    (share of the heatmap / share of the pixels), each cell annotated with its value.
+
+    Colours: log2(enrichment) on a diverging scale centred on 1 (white; red = attended more
+    often than the category occurs, blue = less), clipped at `limit` and 1/`limit`; one colour
+    bar labelled in enrichment. Grey "–": category absent from the images. `baseline` (a
+    `Profile.baseline_summary()`: `<column>_mean` per method) adds a row "random (<method>)"
+    under each panel's methods for every method it holds (or `baseline_methods`): the mean
+    over randomly initialised copies of the architecture, the level a method reaches without
+    learning anything. Categories default to those of `table` present in the images."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    rows = summary[summary["level"] == level]
+    if "images" in rows:
+        rows = rows[rows["images"] > 0]
+    if column not in rows:
+        raise ValueError(f"enrichment_heatmap: the summary has no column {column!r}; it has {list(rows.columns)}")
+    present = set(rows.loc[rows[column].notna(), "category"])
+    cats = list(categories) if categories is not None else [c for c in table.categories if c in present]
+    models = list(dict.fromkeys(rows["model"])) if "model" in rows else [""]
+    if not models or not cats:
+        raise ValueError(f"enrichment_heatmap: nothing to draw at level {level!r} (models {models}, categories {cats}); "
+                         "give a GradSUM summary with rows for that level")
+    method_rows = list(methods) if methods is not None else list(dict.fromkeys(rows["method"]))
+    base_rows: list[str] = []
+    base = None
+    mean_col = f"{column}_mean"
+    if baseline is not None and mean_col in baseline:
+        base = baseline[baseline["level"] == level]
+        held = list(dict.fromkeys(base["method"]))
+        base_rows = [m for m in (baseline_methods if baseline_methods is not None else held) if m in held]
+    labels = method_rows + [f"random ({m})" for m in base_rows]
+    limit = float(limit)
+    if not limit > 1:
+        raise ValueError(f"enrichment_heatmap: limit must be > 1 (the colour scale runs from 1/limit to limit); got {limit}")
+    norm = Normalize(-np.log2(limit), np.log2(limit))
+    cmap = colormaps["RdBu_r"].with_extremes(bad=(0.85, 0.85, 0.85))
+    fig = _figure(max(4.0, 0.62 * len(cats) + 1.6) * len(models) + 1.2, 0.3 * len(labels) + 1.6)
+    axes = np.atleast_1d(fig.subplots(1, len(models), sharey=True, squeeze=False)[0])
+    image = None
+    for ax, model in zip(axes, models, strict=True):
+        sub = rows[rows["model"] == model] if "model" in rows else rows
+        grid = sub.pivot_table(index="method", columns="category", values=column, sort=False, dropna=False)
+        values = grid.reindex(index=method_rows, columns=cats).to_numpy(dtype=float)
+        if base_rows and base is not None:
+            b = base.pivot_table(index="method", columns="category", values=mean_col, sort=False, dropna=False)
+            values = np.vstack([values, b.reindex(index=base_rows, columns=cats).to_numpy(dtype=float)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log2(np.where(values > 0, values, np.nan))
+        image = ax.imshow(np.ma.masked_invalid(logs), cmap=cmap, norm=norm, aspect="auto")
+        for (i, j), v in np.ndenumerate(values):
+            strong = np.isfinite(logs[i, j]) and abs(logs[i, j]) > 0.6 * np.log2(limit)
+            ax.text(j, i, "–" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if strong else "black")
+        if base_rows:
+            ax.axhline(len(method_rows) - 0.5, color="black", linewidth=1.2)
+        ax.set_xticks(np.arange(len(cats)), cats, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+        ax.tick_params(length=0)
+        ax.set_title(str(model), fontsize=9)
+    ticks = [t for t in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if 1 / limit <= t <= limit]
+    bar = fig.colorbar(image, ax=list(axes), shrink=0.9, pad=0.02, extend="both")
+    bar.set_ticks(np.log2(ticks), labels=[f"{t:g}" for t in ticks])
+    bar.set_label(COLUMN_LABELS.get(column, column) + ", log scale", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def epoch_lines(summary: pd.DataFrame, table: LabelTable, *, column: str = "pooled_share", level: str = "category",
                 title: str = "") -> Figure:
     """One line per category across training epochs."""
@@ -136,8 +211,9 @@ def epoch_lines(summary: pd.DataFrame, table: LabelTable, *, column: str = "pool
 
 
 def image_panel(image: torch.Tensor, segmentation: torch.Tensor, heatmap: torch.Tensor, rows: pd.DataFrame,
-                table: LabelTable, *, column: str = "share", title: str = "") -> Figure:
-    """image | segmentation | heatmap overlay | category bars for one image."""
+                table: LabelTable, *, column: str = "share", title: str = "", heatmap_title: str = "heatmap") -> Figure:
+    """image | segmentation | heatmap overlay (with its colour bar: min-max scaled 0..1, or
+    signed on a symmetric scale, as in `gradsum.viz`) | category bars for one image."""
     from gradsum.viz import overlay, to_hwc
 
     fig = _figure(11.0, 2.6)
@@ -146,8 +222,23 @@ def image_panel(image: torch.Tensor, segmentation: torch.Tensor, heatmap: torch.
     axes[0].set_title("image", fontsize=9)
     axes[1].imshow(table.colorize(segmentation).permute(1, 2, 0).cpu().numpy())
     axes[1].set_title("segmentation", fontsize=9)
+    signed = bool((heatmap < 0).any())
     axes[2].imshow(overlay(image, heatmap))
-    axes[2].set_title("heatmap", fontsize=9)
+    axes[2].set_title(heatmap_title, fontsize=9)
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    from gradsum.viz import DIVERGING, SEQUENTIAL
+
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[DIVERGING if signed else SEQUENTIAL]),
+                       cax=axes[2].inset_axes((1.03, 0.0, 0.05, 1.0)))  # as high as the picture
+    if signed:
+        bar.set_ticks([0, 0.5, 1], labels=["−m", "0", "+m"])
+    else:
+        bar.set_ticks([0, 1], labels=["0", "1"])
+    bar.set_label("signed, ±m" if signed else "min-max scaled", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     for ax in axes[:3]:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -163,11 +254,14 @@ def image_panel(image: torch.Tensor, segmentation: torch.Tensor, heatmap: torch.
 
 
 def scene_grid(images: torch.Tensor, segmentations: torch.Tensor | None, table: LabelTable | None, *,
-               titles: Sequence[str] | None = None, columns: int = 4) -> Figure:
-    """Example scenes (and their segmentations underneath, when given)."""
-    from gradsum.viz import to_hwc
+               titles: Sequence[str] | None = None, columns: int = 4, max_images: int | None = None) -> Figure:
+    """Example scenes (and their segmentations underneath, when given); at most `max_images`
+    (None: all), the title saying "first N of M images" when some are left out."""
+    from gradsum.viz import shown_note, to_hwc
 
-    n = images.shape[0]
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise ValueError(f"scene_grid: max_images must be a positive int or None; got {max_images!r}")
+    n = images.shape[0] if max_images is None else min(images.shape[0], max_images)
     cols = min(columns, n)
     blocks = -(-n // cols)
     per = 2 if segmentations is not None and table is not None else 1
@@ -183,4 +277,6 @@ def scene_grid(images: torch.Tensor, segmentations: torch.Tensor | None, table: 
             axes[r * per, c].set_title(str(titles[i]), fontsize=7)
         if per == 2:
             axes[r * per + 1, c].imshow(table.colorize(segmentations[i]).permute(1, 2, 0).cpu().numpy())  # type: ignore[union-attr]
+    if note := shown_note(n, images.shape[0]):
+        fig.suptitle(note, fontsize=8)
     return fig

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from gradsum.report.html import ReportSpec
 from gradsum.run.runner import write_table
 from gradsum.run.store import save_figure
@@ -12,7 +14,7 @@ from gradsum.run.store import save_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["evaluation_section", "sanity_section", "curves_figure"]
+__all__ = ["evaluation_section", "sanity_section", "curves_figure", "adebayo_sentence"]
 
 
 def curves_figure(curves: dict[str, dict[str, Any]]) -> Figure:
@@ -89,9 +91,70 @@ def sanity_section(out: Path, spec: ReportSpec, result: Any, *, prefix: str = ""
         "learned. Similarity between the original and the randomised maps (Spearman rank correlation, SSIM, HOG).",
     ]).figure(f"figures/{prefix}sanity.png", "Similarity to the original heatmaps as more layers are randomised")
     spec.table(f"tables/{prefix}sanity_verdict.parquet", "Verdict per method", digits=3)
+    if adebayo := adebayo_sentence(result):
+        spec.text(adebayo)
     spec.verdict(
         (f"Pass (the maps change when the model is randomised): {', '.join(passes) or 'none'}. " if passes else "")
         + (f"Fail (the maps survive randomisation, so they do not reflect the learned weights): {', '.join(fails)}."
            if fails else "All methods pass."),
         ok=not fails,
     )
+
+
+_MEASURE_NAMES = {"spearman_abs": "Spearman rank correlation of |map|", "spearman": "Spearman rank correlation",
+                  "ssim": "SSIM", "hog": "HOG similarity"}
+
+
+def adebayo_sentence(result: Any, method: str = "guided-backprop") -> str:
+    """Whether a model-randomisation result reproduces Adebayo et al. 2018's finding that
+    guided backprop is insensitive to model randomisation, in words, from `result.verdict()`
+    and the per-layer similarities of `method` (cascading: step 1 = the output layer).
+    '' when `method` was not checked."""
+    verdict = result.verdict()
+    row = verdict[verdict["method"] == method]
+    if row.empty:
+        return ""
+    row = row.iloc[0]
+    measure, threshold, final = str(row["measure"]), float(row["threshold"]), float(row["similarity"])
+    curve = result.curves(measure)
+    if method not in curve.columns:
+        return ""
+    steps = [(str(layer), float(v)) for (_, layer), v in curve[method].items()]
+    what = _MEASURE_NAMES.get(measure, measure)
+    path = ", ".join(f"{layer} {v:.2f}" for layer, v in steps)
+    independent = result.settings.get("mode") == "independent"
+    per_layer = (f"Similarity ({what}) with one layer randomised at a time: {path}." if independent else
+                 f"Similarity ({what}) to the original maps as the layers are randomised from the output towards "
+                 f"the input (cumulative): {path}.")
+    if not bool(row["passes"]):
+        return (f"This reproduces the finding of Adebayo et al. 2018: {method}'s maps stay similar to the original "
+                f"ones ({final:.2f}, threshold {threshold:.2f}) even once the weights are random, so they show "
+                f"input structure (edges) more than what the model learned. {per_layer}")
+    text = (f"This does NOT reproduce the finding of Adebayo et al. 2018 that guided backprop is insensitive to "
+            f"model randomisation: here {method}'s maps fall to {final:.2f} (below the threshold {threshold:.2f}) "
+            f"once the model is randomised. {per_layer}")
+    if independent or len(steps) < 2:
+        return text
+    below = next(i for i, (_, v) in enumerate(steps) if v < threshold)
+    drops = [steps[i - 1][1] - steps[i][1] for i in range(1, len(steps))]
+    k = int(np.argmax(drops)) + 1 if drops else 0
+    biggest = (f" The largest drop comes when {steps[k][0]} is randomised ({steps[k - 1][1]:.2f} -> "
+               f"{steps[k][1]:.2f})." if k else "")
+    n = len(steps)
+    if below >= n - 2:
+        reason = (f"The maps stay above the threshold while the layers above it are randomised ({steps[0][1]:.2f} "
+                  f"after {steps[0][0]} ... {steps[below - 1][1]:.2f} after {steps[below - 1][0]}), as in the paper, "
+                  f"and fall below it only when {steps[below][0]}, one of the two layers next to the input, is "
+                  f"randomised. The likely reason: this is a shallow network ({n} layers randomised); the "
+                  "input-level edge structure that guided backprop recovers passes through only its first layers, "
+                  "and re-initialising them (their weights, and a batch norm's running statistics) changes which "
+                  "pixels the ReLUs let through, whereas the paper's deep networks keep many layers between the "
+                  "randomised top and the input.") if below else (
+                  f"The maps change as soon as {steps[0][0]} is randomised.")
+    else:
+        reason = (f"The maps change already when {steps[below][0]} is randomised (step {below + 1} of {n}, counted "
+                  "from the output), before the convolutions next to the input are touched. The likely reason: in "
+                  f"this shallow network ({n} layers randomised) the ReLU pattern that guided backprop passes "
+                  "through depends on the few layers above the input, so random weights there change which pixels "
+                  "it keeps; the paper's deep networks have many more layers between the output and the input.")
+    return text + biggest + " " + reason

@@ -43,7 +43,7 @@ def write_profile_report(out: Path, profile: Any, table: Any, *, title: str, spe
     spec.table(f"{section_prefix}profile_summary.parquet", "Summary per category (category level)",
                columns=["model", "method", "epoch", "category", "images", "pixel_share", "pooled_share",
                         "pooled_enrichment", "value_mean", "value_mean_lo", "value_mean_hi", "pooled"],
-               max_rows=80, query="level == 'category' and images > 0")
+               max_rows=200, query="level == 'category' and images > 0", collapsed=True)
     if base is not None:
         findings = shortcut_findings(profile)
         spec.verdict(shortcut_verdict(profile), ok=not findings)

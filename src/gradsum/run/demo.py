@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "run_demo", "class_names"]
 
 CAM_METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "eigencam"]
 GRADIENT_METHODS = ["saliency", "guided-backprop", "integrated-gradients"]
@@ -137,7 +137,7 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     import gradsum as gs
     from gradsum.core.devices import device_info, resolve_device
     from gradsum.report import ReportSpec, render_report
-    from gradsum.report.plots import comparison_bars, epoch_lines, image_panel, scene_grid
+    from gradsum.report.plots import enrichment_heatmap, epoch_lines, image_panel, scene_grid
     from gradsum.report.sections_profile import write_profile_report
     from gradsum.run.demo_vit import vit_comparison
     from gradsum.run.runner import write_table
@@ -226,8 +226,10 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     spec.section("heatmaps", "Heatmaps", [
         "Held-out scenes explained with every method (rows). For the classifiers the explained class is the "
         "predicted one; for the steering model the default target is the output itself (what pushes the "
-        "prediction to the right). Sequential colours: min-max scaled maps; red/blue: signed maps (red pushes "
-        "the score up).",
+        "prediction to the right). Each row has its colour bar: sequential colours (jet) for maps min-max scaled "
+        "to 0..1 per image; red/blue for signed maps (integrated gradients), on a symmetric scale per image from "
+        "-m to +m, m = the 99.5th percentile of |map| (red pushes the score up, blue down, white/transparent: "
+        "no effect).",
     ])
     for name, model, ds in (("pothole_shortcut", short, pothole_test), ("pothole_clean", clean, pothole_test),
                             ("pilotnet", pilot, steer_test)):
@@ -237,9 +239,11 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
                          options=cfg.method_options)
         with torch.no_grad():
             output = model(images).cpu()
+        names = class_names(ds, model)
         titles = ([f"steer {float(o):+.2f} (true {float(t):+.2f})" for o, t in zip(output[:, 0], batch.targets, strict=True)]
                   if output.shape[1] == 1 else
-                  [f"pred {int(o)} (true {int(t)})" for o, t in zip(output.argmax(1), batch.targets, strict=True)])
+                  [f"pred {names[int(o)]}\n(true {names[int(t)]})" for o, t in zip(output.argmax(1), batch.targets,
+                                                                                    strict=True)])
         save_figure(out / f"figures/gallery_{name}.png", gs.viz.grid(batch.images, res, titles=titles))
         spec.figure(f"figures/gallery_{name}.png", f"{name}: methods (rows) x held-out scenes (columns)", wide=True)
 
@@ -264,13 +268,9 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
                    "architecture (same method, same images, same class).")
     summary = pothole_profile.summary(n_boot=200)
     write_table(out / "tables/pothole_summary.parquet", summary)
-    cats = [c for c in table.categories if c not in ("void",)]
-    save_figure(out / "figures/compare_models.png", comparison_bars(
-        summary[summary["method"] == "gradcam"], table, by="model", column="pooled_enrichment", categories=cats,
-        title="Grad-CAM enrichment: pothole classifier without vs with the vegetation shortcut"))
-    save_figure(out / "figures/compare_methods.png", comparison_bars(
-        summary[summary["model"] == "shortcut"], table, by="method", column="pooled_share", categories=cats,
-        title="Shortcut model: share of the heatmap per category, by method"))
+    save_figure(out / "figures/compare_enrichment.png", enrichment_heatmap(
+        summary, table, baseline=pothole_profile.baseline_summary(n_boot=1),
+        title="Enrichment per category (share of the heatmap / share of the pixels), class 'no pothole'"))
     gradcam = summary[summary["method"] == "gradcam"]
 
     def enrichment(level: str, category: str) -> str:
@@ -281,11 +281,16 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     spec.section("comparison", "Model and method comparison", [
         f"Grad-CAM enrichment of the label vegetation: {enrichment('label', 'vegetation')}; of its category "
         f"nature (vegetation and terrain): {enrichment('category', 'nature')}.",
-    ]).figure("figures/compare_models.png", "Enrichment per category for the two pothole classifiers (Grad-CAM)")
-    spec.figure("figures/compare_methods.png", "Share of the heatmap per category for each method (shortcut model)")
+        "Each panel is one pothole classifier, each row a method, each column a semantic category; the number is "
+        "the enrichment (share of the heatmap / share of the pixels): above 1 (red) the heatmap falls on the "
+        "category more often than the category occurs, below 1 (blue) less. The rows 'random (method)' are the "
+        "same method on randomly initialised copies of the architecture (mean over the copies): a learned model "
+        "that looks like its random row has not learned to look anywhere in particular.",
+    ]).figure("figures/compare_enrichment.png", "Enrichment per model (panels), method (rows) and category "
+                                                "(columns), with the random-model baseline (last rows)", wide=True)
     spec.table("tables/pothole_summary.parquet", "All models and methods (category level)",
                columns=["model", "method", "category", "pixel_share", "pooled_share", "pooled_enrichment",
-                        "value_mean"], max_rows=100, query="level == 'category' and images > 0")
+                        "value_mean"], max_rows=200, query="level == 'category' and images > 0", collapsed=True)
 
     log("GradSUM: steering model per training epoch")
     steer_target = gs.RegressionTarget(0, sign="prediction")  # what it steers by, whichever the direction
@@ -307,17 +312,22 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     ]).figure("figures/steering_epochs.png", "Share of the Grad-CAM heatmap per category after each training epoch")
 
     log("per-image panels")
-    spec.section("images", "Per-image profiles", ["Image, segmentation, Grad-CAM overlay and the share of the "
-                                                  "heatmap per category, for the shortcut model."])
+    names = class_names(pothole_test, short)
+    spec.section("images", "Per-image profiles", [
+        f"Image, segmentation, Grad-CAM overlay and the share of the heatmap per category, for the shortcut model, "
+        f"explained for the class '{names[0]}' as in the profiles above (the title gives the predicted class)."])
     res = gs.explainer("gradcam", short, layer=layer)
     images = pothole_profile.images
     for i in range(3):
         s = pothole_test[i]
-        attr = res(s.image[None].to(dev))
+        x = s.image[None].to(dev)
+        attr = res(x, 0)  # the class of the profile rows drawn beside it
+        with torch.no_grad():
+            predicted = int(short(x).argmax(1)[0])
         rows_i = images[(images["image_id"] == s.id) & (images["model"] == "shortcut") & (images["method"] == "gradcam")]
         save_figure(out / f"figures/panel_{i}.png", image_panel(
-            s.image, s.segmentation, attr.maps[0].cpu(), rows_i, table,
-            title=f"{s.id}: pothole={s.target}, predicted {int(attr.targets[0])}"))
+            s.image, s.segmentation, attr.maps[0].cpu(), rows_i, table, heatmap_title=f"Grad-CAM, class '{names[0]}'",
+            title=f"{s.id}: pred {names[predicted]} (true {names[int(s.target)]})"))
         spec.figure(f"figures/panel_{i}.png", f"{s.id}")
 
     _evaluation(out, spec, cfg, clean, pothole_test, layer, log)
@@ -363,16 +373,33 @@ def _evaluation(out: Path, spec: Any, cfg: DemoConfig, model: torch.nn.Module, t
 
 def _extras(out: Path, spec: Any, cfg: DemoConfig, clean: torch.nn.Module, short: torch.nn.Module, test: Any,
             log: Callable[[str], None]) -> None:
-    """What the layers see and how the models break (when those sections are available)."""
-    try:
-        from gradsum.report.sections_features import adversarial_section, features_section
-    except ImportError:
-        return
+    """What the layers see and how the models break: the library computes the surveys, the
+    report renders them."""
+    from gradsum.adversarial import AttackBudget, attack_survey
+    from gradsum.features import FeatureBudget, layer_survey
+    from gradsum.report.sections_features import adversarial_section, features_section
+
     quick = cfg.steer_train < 1000
     log("what the layers see")
-    features_section(out, spec, clean, test, quick=quick, seed=cfg.seed)
+    layers = layer_survey(clean, test, budget=FeatureBudget.quick() if quick else FeatureBudget(), seed=cfg.seed)
+    features_section(out, spec, layers)
     log("adversarial robustness")
-    adversarial_section(out, spec, {"no shortcut": clean, "shortcut": short}, test, quick=quick, seed=cfg.seed)
+    attacks = attack_survey({"no shortcut": clean, "shortcut": short}, test,
+                            budget=AttackBudget.quick() if quick else AttackBudget(), seed=cfg.seed)
+    adversarial_section(out, spec, attacks)
+
+
+def class_names(dataset: Any, model: torch.nn.Module | None = None) -> tuple[str, ...]:
+    """Display names of a classifier's classes: the dataset's `classes` attribute when it has
+    one, else the model card's class_names, else the pothole task's ("no pothole", "pothole");
+    underscores become spaces ("no_pothole" -> "no pothole")."""
+    import gradsum as gs
+
+    names = getattr(dataset, "classes", None)
+    if not names and model is not None:
+        card = gs.models.card_of(model)
+        names = card.class_names if card is not None else None
+    return tuple(str(n).replace("_", " ") for n in (names or ("no pothole", "pothole")))
 
 
 def _only(profile: Any, **equal: Any) -> Any:

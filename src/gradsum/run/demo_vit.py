@@ -34,7 +34,7 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
     import gradsum as gs
     from gradsum.report.plots import comparison_bars
     from gradsum.report.sections_eval import evaluation_section
-    from gradsum.run.demo import _only
+    from gradsum.run.demo import _only, class_names
     from gradsum.run.runner import write_table
     from gradsum.run.store import save_figure
     from gradsum.semantic import shortcut_findings, shortcut_verdict
@@ -79,7 +79,12 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
     rows: dict[str, Any] = {"CNN Grad-CAM": gs.explainer("gradcam", cnn, layer=cnn_layer)(images, 0)}
     for method in VIT_METHODS:
         rows[f"ViT {_SHORT[method]}"] = gs.explainer(method, vit)(images, 0)
-    save_figure(out / "figures/vit_gallery.png", gs.viz.grid(batch.images, rows, titles=list(batch.ids)))
+    names = class_names(test, cnn)
+    with torch.no_grad():
+        cnn_pred, vit_pred = cnn(images).argmax(1).tolist(), vit(images).argmax(1).tolist()
+    titles = [f"true {names[int(t)]}\nCNN: {names[c]}, ViT: {names[v]}"
+              for t, c, v in zip(batch.targets, cnn_pred, vit_pred, strict=True)]
+    save_figure(out / "figures/vit_gallery.png", gs.viz.grid(batch.images, rows, titles=titles))
 
     accuracy = history.final.get("val_accuracy", float("nan"))
     learned = (f"validation accuracy {accuracy:.3f} on held-out scenes without shortcut"
@@ -100,11 +105,12 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
                                               "pixels) for each model and method", wide=True)
     section.table("tables/vit_verdicts.parquet", "The shortcut verdict per model and method",
                   columns=["model", "method", "shortcut found", "verdict"])
-    section.figure("figures/vit_gallery.png", "The same held-out scenes: CNN Grad-CAM (first row) and the ViT's "
-                                              "maps", wide=True)
+    section.figure("figures/vit_gallery.png", "The same held-out scenes (true class, and each model's predicted "
+                                              "class, above): CNN Grad-CAM (first row) and the ViT's maps, all for "
+                                              "'no pothole'", wide=True)
     section.table("tables/vit_summary.parquet", "All categories, both models, every method",
                   columns=["model", "method", "category", "pixel_share", "pooled_share", "pooled_enrichment"],
-                  max_rows=80, query="level == 'category' and images > 0")
+                  max_rows=80, query="level == 'category' and images > 0", collapsed=True)
 
     log("CNN versus ViT: evaluating the attention methods on the ViT")
     from gradsum.data.subsets import with_boxes
