@@ -156,7 +156,9 @@ def maximize(
     channels: str = typer.Option("0-15", "--channels", help="Channels / units / classes, e.g. 0-15 or 0,3,7 "
                                                             f"(one image each, at most {MAX_MAXIMIZE_IMAGES})."),
     objective: str = typer.Option("channel", "--objective", help="channel | neuron | dense | class."),
-    preset: str = typer.Option("lucent", "--preset", help="lucent (FFT, Adam, 512 steps) | keras (pixels, 30 steps)."),
+    preset: str = typer.Option("pixel", "--preset", help="pixel (projected ascent in [0,1], 512 steps: the highest "
+                                                         "activations) | lucent (FFT, Adam, 512 steps: smoother "
+                                                         "images) | keras (unbounded pixels, 30 steps)."),
     steps: int | None = typer.Option(None, "--steps", help="Override the preset's number of steps."),
     size: str | None = typer.Option(None, "--size", help="Image size HxW (default: from --data, else the "
                                                          "checkpoint's input size, else 64x64)."),

@@ -5,11 +5,21 @@ transform drawn at every step (see transforms.py) and x given by a parameterisat
 (params.py). Erhan et al. 2009, "Visualizing Higher-Layer Features of a Deep Network";
 Olah et al. 2017, "Feature Visualization" (Distill). Every image of the batch has its own
 objective (one channel each), so N channels optimise as ONE batch.
+
+The default preset ("pixel": projected normalised gradient ascent, pixels in [0,1], 512 steps)
+replaced "lucent" as the default (issue 16). On a random 3->8->8 CNN at 32x32 with transforms
+off, "lucent" reached 0.54-0.94x the channel mean of plain projected ascent (its worst channel
+0.62-0.64x even with 4x the steps or 20x the lr): its FFT + ImageNet colour decorrelation +
+sigmoid image is smooth, colour-correlated and never at 0 or 1, while the maxima are saturated
+pixel-scale patterns (30-98% of plain ascent's pixels end at 0 or 1). The ReLU warm-up also
+redirected gradients of images whose gradient was alive, which could leave a channel dead for
+good (0.0 instead of 0.08); it now redirects only images with no ordinary gradient, as Lucid.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +44,13 @@ __all__ = ["PRESETS", "MaxResult", "maximize"]
 # keras: the Keras example "Visualizing what convnets learn": pixels, gradient ascent
 #   x += 10 * g / ||g||_2 (per image), 30 iterations, loss on the activation map without a 2-position border,
 #   pixels unbounded during the ascent (shown standardised, as the example's deprocess does).
-# lucent: FFT + decorrelated colour parameterisation, Adam lr 0.05, 512 steps.
+# lucent: FFT + decorrelated colour parameterisation, Adam lr 0.05, 512 steps (smooth, colourful
+#   images; reaches a lower activation, see the module docstring).
+# pixel (the default): projected normalised ascent, pixels kept in [0,1], x += lr_rms * sqrt(C*H*W) * g/||g||_2
+#   with lr_rms 0.04 (a root-mean-square step of 0.04 per pixel at any image size), 512 steps.
 PRESETS: dict[str, dict[str, Any]] = {
+    "pixel": {"param": "pixel", "optimizer": "normalized", "lr": 0.04, "lr_per_pixel": True, "steps": 512,
+              "border": 0, "clamp": True},
     "keras": {"param": "pixel", "optimizer": "normalized", "lr": 10.0, "steps": 30, "border": 2,
               "clamp": False},
     "lucent": {"param": "fft", "optimizer": "adam", "lr": 0.05, "steps": 512, "border": 0},
@@ -101,13 +116,38 @@ def _crop_border(a: torch.Tensor, border: int) -> torch.Tensor:
     return a[..., b:a.shape[-2] - b, b:a.shape[-1] - b] if b > 0 else a
 
 
+class _Stop(BaseException):
+    """Raised once every layer the objective reads has run: the rest of the network is skipped.
+    A BaseException so that a model's own `except Exception` does not swallow it."""
+
+
+@contextlib.contextmanager
+def _stop_after(modules: list[nn.Module], enabled: bool) -> Iterator[Callable[[], None]]:
+    """While inside, a forward raises `_Stop` right after the last of `modules` has run (hooks
+    registered after the Probe's, so the activations are captured first). Yields `reset()`,
+    to call before each forward. Leaves no hooks."""
+    fired: set[int] = set()
+
+    def hook(module: nn.Module, args: tuple, output: object) -> None:
+        fired.add(id(module))
+        if len(fired) == len(modules):
+            raise _Stop
+
+    handles = [m.register_forward_hook(hook) for m in modules] if enabled else []
+    try:
+        yield fired.clear
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def maximize(
     model: nn.Module,
     objective: Objective,
     *,
     image_size: int | tuple[int, int],
     batch: int | None = None,
-    preset: str | None = "lucent",
+    preset: str | None = "pixel",
     param: str | None = None,
     steps: int | None = None,
     lr: float | None = None,
@@ -127,12 +167,17 @@ def maximize(
 ) -> MaxResult:
     """Optimise images that maximise `objective` (see objectives.py).
 
-    preset: "lucent" (fft, Adam lr 0.05, 512 steps) or "keras" (pixel, normalised
+    preset: "pixel" (the default: x <- clip(x + lr*sqrt(C*H*W) * g/||g||_2, 0, 1), lr 0.04 = the
+    RMS step per pixel, 512 steps; with transforms off this is plain projected gradient ascent
+    plus the ReLU warm-up, which revives dead channels), "lucent"
+    (fft + colour decorrelation + sigmoid, Adam lr 0.05, 512 steps: smoother images, lower
+    activations) or "keras" (pixel, normalised
     gradient ascent x += lr * g/||g||_2 with lr 10, 30 steps, border 2, unbounded
     pixels), or None; explicit arguments override it.
     transforms: True = the standard pad/jitter/scale/rotate/jitter scaled to the image
     size, False = none, or a `Transforms`. redirect_relu: number of warm-up steps in which
-    nn.ReLU modules pass gradients that would revive a dead unit (0 = never). l2, tv: weights of the L2-decay and
+    nn.ReLU modules of an image whose ordinary gradient is all zero pass the gradient that
+    would revive a dead unit (0 = never). l2, tv: weights of the L2-decay and
     total-variation penalties; clamp: keep pixel-parameterised images in [0,1] (the
     keras preset leaves them unbounded, as the Keras example does); blur_every: blur the (pixel) image every k steps.
     The model runs in eval mode with frozen parameters; its state is restored afterwards.
@@ -209,21 +254,30 @@ def maximize(
         acts = {name: _crop_border(probe.activation(name), bord) for name, _ in unique}
         acts[OUTPUT] = out
         objective.validate(LayerActivations(acts, modules))
+        # the ascent stops each forward after the layers read (each must run once per forward)
+        stop_early = (
+            all(not (isinstance(layer, str) and layer == OUTPUT) for layer in objective.layers)
+            and all(probe.captured[name].calls == 1 for name, _ in unique))
     gen = torch.Generator().manual_seed(seed)  # on the CPU: a seed gives the same start and warps on every device
     p = make_param(settings["param"], (n, channels, h, w), generator=gen, device=device, init=init,
                    clamp=bool(settings["clamp"]))
     params = p.parameters()
     opt = torch.optim.Adam(params, lr=settings["lr"]) if settings["optimizer"] == "adam" else None
+    # normalised steps: lr is the L2 step per image, or with lr_per_pixel the RMS step per pixel
+    step_size = settings["lr"] * (channels * h * w) ** 0.5 if settings.get("lr_per_pixel") else settings["lr"]
     history = torch.empty(n_steps, n, device=device)
 
     active = [redirect_relu > 0]
-    with preserved_state(model), redirected_relus(model, active), Probe(model, unique) as probe:
+    with preserved_state(model), redirected_relus(model, active), Probe(model, unique) as probe, \
+            _stop_after([module for _, module in unique], stop_early) as restart:
 
         def evaluate(x: torch.Tensor) -> torch.Tensor:
             probe.reset()
-            out = model(x)
-            acts = {name: _crop_border(probe.activation(name), bord) for name, _ in unique}
-            acts[OUTPUT] = out
+            restart()
+            acts: dict[str, torch.Tensor] = {}
+            with contextlib.suppress(_Stop):
+                acts[OUTPUT] = model(x)
+            acts.update({name: _crop_border(probe.activation(name), bord) for name, _ in unique})
             score = objective(LayerActivations(acts, modules))
             if score.shape != (x.shape[0],):
                 raise ValueError(f"objective {objective.description!r} returned shape {tuple(score.shape)}, expected ({x.shape[0]},)")
@@ -250,7 +304,7 @@ def maximize(
                 with torch.no_grad():
                     for t, g in zip(params, grads, strict=True):
                         norm = g.flatten(1).norm(dim=1).view(-1, *([1] * (g.ndim - 1)))
-                        t.add_(settings["lr"] * g / (norm + 1e-12))
+                        t.add_(step_size * g / (norm + 1e-12))
             p.project()
             if blur_every and (step + 1) % blur_every == 0 and step + 1 < n_steps:
                 p.blur(blur_sigma)
