@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 import gradsum as gs
+from gradsum.core.threads import one_intra_op_thread
+from gradsum.data.subsets import dataset_images
 from gradsum.features import (
     FeatureBudget,
     LayerSurvey,
@@ -15,7 +17,7 @@ from gradsum.features import (
     layer_survey,
     patch_attributions,
 )
-from gradsum.features.survey import channel_statistics, dataset_images, one_intra_op_thread
+from gradsum.features.survey import channel_statistics
 
 SIZE = (16, 32)
 BUDGET = FeatureBudget(images=12, channels=2, patches=2, side=16)

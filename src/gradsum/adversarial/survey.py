@@ -26,7 +26,8 @@ from gradsum.adversarial.universal import (
     universal_perturbation,
 )
 from gradsum.core.probe import preserved_state
-from gradsum.features.survey import dataset_images, one_intra_op_thread
+from gradsum.core.threads import one_intra_op_thread
+from gradsum.data.subsets import dataset_images
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -1,13 +1,16 @@
-"""Subsets of a dataset: the items at given positions, and the items that have boxes."""
+"""Subsets of a dataset: the items at given positions, the items that have boxes, and the
+first images of a dataset as one tensor (`dataset_images`)."""
 from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
+
 from gradsum.data.samples import Sample
 
-__all__ = ["Subset", "IndicesError", "with_boxes"]
+__all__ = ["Subset", "IndicesError", "with_boxes", "dataset_images"]
 
 
 class IndicesError(IndexError, ValueError):
@@ -65,3 +68,27 @@ def with_boxes(dataset: Any, limit: int | None = None) -> Subset:
     if not keep:
         raise ValueError("no image of the data has ground-truth boxes; drop --only-with-boxes or use data with boxes")
     return Subset(dataset, keep)
+
+
+def dataset_images(dataset: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """(images (N,C,H,W) float in [0,1], int labels (N,) or None, ids) of the first `limit`
+    items of a tensor (N,C,H,W) or an indexable dataset of Samples. labels is None unless
+    every sample's target is one integer."""
+    if isinstance(dataset, torch.Tensor):
+        if dataset.ndim != 4:
+            raise ValueError(f"an image tensor must be (N,C,H,W); got shape {tuple(dataset.shape)}")
+        x = dataset[:limit].float()
+        return x, None, [str(i) for i in range(x.shape[0])]
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(f"dataset must be an (N,C,H,W) tensor or an indexable dataset of Samples; got {type(dataset).__name__}")
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise ValueError("the dataset is empty; the layer and attack surveys need images")
+    samples = [dataset[i] for i in range(n)]
+    x = torch.stack([s.image for s in samples]).float()
+    targets = [getattr(s, "target", None) for s in samples]
+    labels = None
+    if all(isinstance(t, int | torch.Tensor) and not isinstance(t, bool) and torch.as_tensor(t).numel() == 1
+           for t in targets):
+        labels = torch.as_tensor([int(t) for t in targets], dtype=torch.int64)
+    return x, labels, [str(getattr(s, "id", i)) for i, s in enumerate(samples)]

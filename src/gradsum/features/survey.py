@@ -4,20 +4,18 @@ activation-maximisation images (Erhan et al. 2009) and the dataset patches that 
 last stage's channels most (Zeiler & Fergus 2014).
 
 `layer_survey` computes; `LayerSurvey` holds everything a report draws and tabulates
-(`gradsum.report.sections_features.features_section` renders it). Also the two helpers the
-adversarial survey shares: `dataset_images` (the first images of a dataset, with their int
-labels and ids) and `one_intra_op_thread`.
+(`gradsum.report.sections_features.features_section` renders it).
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from gradsum.core.threads import one_intra_op_thread
+from gradsum.data.subsets import dataset_images
 from gradsum.features.activation_max import PRESETS, MaxResult, maximize
 from gradsum.features.filters import FilterGrid, filter_grid
 from gradsum.features.objectives import channel
@@ -31,9 +29,7 @@ __all__ = [
     "LayerChannels",
     "LayerSurvey",
     "activation_layers",
-    "dataset_images",
     "layer_survey",
-    "one_intra_op_thread",
 ]
 
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.ReLU6, nn.PReLU, nn.Hardswish, nn.Mish,
@@ -62,41 +58,6 @@ class FeatureBudget:
 
 # ------------------------------------------------------------------------------------ shared helpers
 
-def dataset_images(dataset: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-    """(images (N,C,H,W) float in [0,1], int labels (N,) or None, ids) of the first `limit`
-    items of a tensor (N,C,H,W) or an indexable dataset of Samples. labels is None unless
-    every sample's target is one integer."""
-    if isinstance(dataset, torch.Tensor):
-        if dataset.ndim != 4:
-            raise ValueError(f"an image tensor must be (N,C,H,W); got shape {tuple(dataset.shape)}")
-        x = dataset[:limit].float()
-        return x, None, [str(i) for i in range(x.shape[0])]
-    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise TypeError(f"dataset must be an (N,C,H,W) tensor or an indexable dataset of Samples; got {type(dataset).__name__}")
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n == 0:
-        raise ValueError("the dataset is empty; the layer and attack surveys need images")
-    samples = [dataset[i] for i in range(n)]
-    x = torch.stack([s.image for s in samples]).float()
-    targets = [getattr(s, "target", None) for s in samples]
-    labels = None
-    if all(isinstance(t, int | torch.Tensor) and not isinstance(t, bool) and torch.as_tensor(t).numel() == 1
-           for t in targets):
-        labels = torch.as_tensor([int(t) for t in targets], dtype=torch.int64)
-    return x, labels, [str(getattr(s, "id", i)) for i, s in enumerate(samples)]
-
-
-@contextlib.contextmanager
-def one_intra_op_thread() -> Iterator[int]:
-    """torch.set_num_threads(1) for the block (yields the previous count), restored after,
-    also when the block raises. The surveys' tensors are small: one thread per model beats
-    two threads per op."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield before
-    finally:
-        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------ layers
