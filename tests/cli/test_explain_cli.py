@@ -79,3 +79,54 @@ def test_methods_lists_the_registry():
     assert result.exit_code == 0
     for name in ("gradcam", "integrated-gradients", "smoothgrad"):
         assert name in result.output
+
+
+def _saliency_of_unit(model_spec: str, path: str, layer: int, channel: int, y: int, x: int) -> np.ndarray:
+    """max_c |d unit / d pixel| computed by hand: the factory's net cut at `layer`, one autograd call."""
+    import importlib.util
+
+    import torch
+
+    file, name = model_spec.rsplit(":", 1)
+    spec = importlib.util.spec_from_file_location("tiny_factory", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = getattr(module, name)().eval()
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    image = torch.from_numpy(pixels).permute(2, 0, 1)[None].requires_grad_(True)
+    unit = net[: layer + 1](image)[0, channel, y, x]
+    (grad,) = torch.autograd.grad(unit, image)
+    return grad[0].abs().amax(dim=0).numpy()
+
+
+def test_neuron_explains_one_unit_of_an_intermediate_layer(files, tmp_path):
+    paths, model = files
+    out = tmp_path / "unit"
+    result = CliRunner().invoke(app, ["explain", *paths, "--model", model, "--method", "saliency,gradcam",
+                                      "--layer", "0", "--neuron", "3:5:6:7", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    maps = load_maps(out / "maps.npz")
+    for i, path in enumerate(paths):
+        expected = _saliency_of_unit(model, path, 3, 5, 6, 7)
+        assert np.abs(maps["saliency"][i] - expected).max() <= 1e-5 * max(float(np.abs(expected).max()), 1e-12)
+    # the unit at (6, 7) of a stride-2 map sees a 7x7 input window: nothing outside it
+    assert np.abs(maps["saliency"][:, :9, :]).max() == 0 and np.abs(maps["saliency"][:, 18:, :]).max() == 0
+
+
+@pytest.mark.parametrize("neuron,extra,message", [
+    ("3:99", [], "channel must be in 0..7"),
+    ("3:1:40:1", [], "y must be in 0..11"),
+    ("9:1", [], "unknown layer '9'"),
+    ("3:one", [], "must be integers"),
+    ("3", [], "give LAYER:CHANNEL"),
+    ("3:1", ["--target", "2"], "drop --target"),
+    ("1:1", ["--method", "gradcam", "--layer", "2"], "does not run before the neuron's layer"),
+])
+def test_neuron_user_errors_are_one_line(files, tmp_path, neuron, extra, message):
+    paths, model = files
+    args = ["explain", paths[0], "--model", model, "--neuron", neuron, "--out", str(tmp_path / "o"), *extra]
+    if "--method" not in extra:
+        args += ["--method", "saliency"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

@@ -54,6 +54,8 @@ Examples:
   gradsum explain road1.png road2.png --model pilotnet --weights run/checkpoints/epoch_005.pt --method gradcam,layercam --out runs/explain
 
   gradsum explain cat.jpg --model torchvision:resnet18 --weights resnet18.pt --method gradcam --layer layer4 --target 281 --out runs/cat
+
+  gradsum explain cat.jpg --model torchvision:resnet18 --weights resnet18.pt --method guided-backprop --neuron layer3:17:4:6 --out runs/unit
 """
 
 
@@ -79,6 +81,30 @@ def _digits_example(seed: int) -> tuple[Any, Any, list[str]]:
     return model, images, [f"digit {test[i].target} (pred {p})" for i, p in zip(picks, predicted, strict=True)]
 
 
+def _neuron_target(net: Any, x: Any, text: str, target: int | None, sign: int | None) -> Any:
+    """--neuron LAYER:CHANNEL[:Y:X] -> gs.NeuronTarget, checked on the first image (layer
+    name, channel and position in range) before anything is explained."""
+    import torch
+
+    import gradsum as gs
+    from gradsum.core.probe import preserved_state
+    from gradsum.core.truncate import truncated
+
+    if target is not None or sign is not None:
+        raise UserError("--neuron explains a unit inside the network; drop --target / --sign (they choose an output)")
+    layer, *numbers = text.split(":")
+    if len(numbers) not in (1, 3) or not layer:
+        raise UserError(f"--neuron {text!r}: give LAYER:CHANNEL or LAYER:CHANNEL:Y:X, e.g. layer3:17 or layer3:17:4:6")
+    try:
+        values = [int(v) for v in numbers]
+    except ValueError:
+        raise UserError(f"--neuron {text!r}: CHANNEL, Y and X must be integers, e.g. layer3:17:4:6") from None
+    neuron = gs.NeuronTarget(layer, values[0], *(values[1:] or (None, None)))
+    with truncated(net, layer) as view, torch.no_grad(), preserved_state(net):
+        neuron.bind(view(x))  # a misspelt layer, a channel or position out of range: one line, nothing run yet
+    return neuron
+
+
 def explain_command(
     images: list[Path] = typer.Argument(None, help="Image files (PNG/JPEG) to explain."),
     model: str = MODEL_OPTION,
@@ -94,6 +120,9 @@ def explain_command(
     target: int = typer.Option(None, "--target", help="Class index (segmentation models: category) to explain "
                                                        "(default: the predicted class; output 0 for regressors)."),
     sign: int = typer.Option(None, "--sign", help="Regressors only: +1 explains what pushes the output up, -1 down."),
+    neuron: str = typer.Option(None, "--neuron", help="Explain one unit of an intermediate layer instead of an "
+                                                      "output: LAYER:CHANNEL (the channel's mean) or LAYER:CHANNEL:Y:X "
+                                                      "(one position of its map), e.g. layer3:17:4:6."),
     size: str = typer.Option(None, "--size", help="Explain images at HxW (default: the checkpoint's input size, else "
                                                   f"each image's own, scaled down to at most {MAX_DEFAULT_SIDE} px)."),
     resize: str = typer.Option("letterbox", "--resize", help="How --size is reached when the aspect ratio differs: "
@@ -149,7 +178,9 @@ def explain_command(
                          trust=trust_pickle, device=device)
         hw = hw or gs.models.card_of(net).input_size
         plan, notes = _plan(list(images), headers, hw, resize)
-    spec = explained_target(model_output(net, plan[0][2](0, 1).to(device)), target, sign)
+    first = plan[0][2](0, 1).to(device)
+    spec = (_neuron_target(net, first, neuron, target, sign) if neuron is not None
+            else explained_target(model_output(net, first), target, sign))
     for note in notes:
         typer.echo(note)
     layers = layer_option(net, layer)

@@ -60,9 +60,22 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     inner = _through_wrappers(model, layer, modules)
     if inner is not None:
         return layer, inner
-    close = _close_names(model, layer)
+    shown = _innermost(model, modules)  # name the user's model and its own layer names, not a wrapper's
+    close = _close_names(shown, layer)
     hint = f"; closest names: {', '.join(close)}" if close else ""
-    raise ValueError(f"unknown layer '{layer}' in {type(model).__name__}{hint}")
+    raise ValueError(f"unknown layer '{layer}' in {type(shown).__name__}{hint}")
+
+
+def _innermost(model: nn.Module, modules: dict[str, nn.Module]) -> nn.Module:
+    """The model inside wrappers that declare a ``layer_prefix`` (the model itself if none)."""
+    prefix, current = "", model
+    while isinstance(getattr(current, "layer_prefix", None), str):
+        prefix += current.layer_prefix
+        inner = modules.get(prefix.rstrip("."))
+        if inner is None:
+            break
+        current = inner
+    return current
 
 
 def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Module]] | str:
