@@ -21,7 +21,8 @@ from gradsum.core.normalize import minmax
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["colorize", "overlay", "grid", "signed_scale", "shown_note", "to_hwc", "to_uint8", "SIGNED_PERCENTILE"]
+__all__ = ["colorize", "overlay", "grid", "signed_scale", "signed_per_tile", "shown_note", "to_hwc", "to_uint8",
+           "SIGNED_PERCENTILE"]
 
 DisplayNorm = Literal["auto", "minmax", "maxabs", "none"]
 SEQUENTIAL = "jet"
@@ -150,6 +151,14 @@ def overlay(
     if _mode(m, normalize) == "maxabs":  # |value| / m from the same display scale as the colours
         a = alpha * np.sqrt(np.abs(2 * _display(m, "maxabs", cmap, percentile)[0] - 1))[..., None]
     return ((1 - a) * img + a * colour).astype(np.float32)
+
+
+def signed_per_tile(tiles: torch.Tensor) -> torch.Tensor:
+    """Signed tiles (..., C, h, w) shown on their own symmetric scale: t / (2 max|t|) + 0.5, so
+    grey = 0 and the tile's largest magnitude reaches 0 or 1 (an all-zero tile stays grey)."""
+    tiles = tiles.detach().float()
+    peak = tiles.abs().amax(dim=(-3, -2, -1), keepdim=True).clamp_min(1e-12)
+    return tiles / (2 * peak) + 0.5
 
 
 def shown_note(shown: int, given: int, noun: str = "images") -> str:

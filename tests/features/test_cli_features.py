@@ -108,3 +108,14 @@ def test_parse_indices():
                         (",", "empty"), (f"0-{MAX_INDICES}", "MAX_INDICES")]:
         with pytest.raises(UserError, match=phrase):
             parse_indices(bad)
+
+
+def test_patches_with_attribution_draws_each_units_guided_backprop(tmp_path):
+    r = invoke(["features", "patches", "--model", "digitsnet", "--data", "digits:size=16", "--limit", "20",
+                "--layer", "features.act2", "--k", "2", "--channels", "0-2", "--attribution", "guided-backprop",
+                "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "guided-backprop_features_act2.png").stat().st_size > 0
+    bad = invoke(["features", "patches", "--model", "digitsnet", "--data", "digits:size=16", "--limit", "4",
+                  "--layer", "features.act2", "--attribution", "gradcma", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "unknown method 'gradcma'" in bad.output and not (tmp_path / "b").exists()

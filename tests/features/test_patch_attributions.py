@@ -61,3 +61,13 @@ def test_datasets_of_samples_and_other_methods(chain, images):
     assert cams.shape == (1, 2, 1, 8, 8)
     with pytest.raises(ValueError, match="images has 2"):
         patch_attributions(chain, top, images[:2])
+
+
+def test_a_subset_of_channels_gives_the_same_rows_in_its_order(chain, images):
+    chain(images[:1])
+    top = top_patches(chain, "conv2", images, k=2, channels=[0, 2, 4])
+    every = patch_attributions(chain, top, images)
+    picked = patch_attributions(chain, top, images, channels=[4, 0])
+    torch.testing.assert_close(picked, every[[2, 0]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"channels \[1\] are not among the channels of top"):
+        patch_attributions(chain, top, images, channels=[1])

@@ -3,6 +3,7 @@ maximally activating dataset patches, written as PNG + CSV/Parquet into a run fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -246,6 +247,9 @@ def patches(
     k: int = typer.Option(9, "--k", help=f"Patches kept per channel (at most {MAX_PATCHES_K})."),
     channels: str | None = typer.Option(None, "--channels", help="Channels to keep (default all), e.g. 0-7."),
     show: int = typer.Option(16, "--show", help="Channels drawn in the PNG."),
+    attribution: str | None = typer.Option(None, "--attribution", help="Also draw, for the shown channels, METHOD "
+                                           "(e.g. guided-backprop) of each patch's own unit, cropped like the patch: "
+                                           "which pixels of the patch drive the channel."),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N samples."),
     size: str | None = CARD_SIZE_OPTION,
     resize: str | None = RESIZE_OPTION,
@@ -261,6 +265,8 @@ def patches(
     """Stream a dataset once and crop the top-k receptive-field patches of every channel.
 
     Example: gradsum features patches --model potholenet --weights best.pt --data roads:300:task=pothole --layer features.act3 --out runs/feat --device cuda
+
+    Example: gradsum features patches --model potholenet --weights best.pt --data roads:300:task=pothole --layer features.act3 --attribution guided-backprop --out runs/feat
     """
     import pandas as pd
 
@@ -277,6 +283,13 @@ def patches(
     positive(limit, "--limit")
     positive(batch_size, "--batch-size")
     chosen = parse_indices(channels)
+    if attribution is not None:
+        import gradsum as gs
+
+        method = gs.method_info(attribution).name  # an unknown method: one line, before the model is loaded
+        if gs.method_info(method).family == "attention":
+            raise UserError(f"--attribution {method} explains a transformer's output; give a gradient or CAM method "
+                            "such as guided-backprop")
     hw, resize = size_options(size, resize)
     net = load_model(model, weights, num_classes, mean, std, normalize=normalize, output=output, trust=trust_pickle,
                      device=device)
@@ -309,9 +322,26 @@ def patches(
     with staged_output(out) as stage:
         save_figure(stage / png.name, res.figure(channels=res.channels[:show]))
         write_table(stage / f"patches_{name}.parquet", pd.DataFrame(rows))
+        if attribution is not None:
+            save_figure(stage / f"{attribution}_{name}.png", _attribution_figure(net, res, dataset, method, show))
     f = res.field_
     typer.echo(f"{res.layer}: top-{res.values.shape[1]} of {res.images_seen} images for {len(res.channels)} channels; "
-               f"receptive field {f.size[0]}x{f.size[1]} ({f.method}), jump {f.jump[0]}; wrote {png}")
+               f"receptive field {f.size[0]}x{f.size[1]} ({f.method}), jump {f.jump[0]}; wrote {png}"
+               + (f" and {out / f'{attribution}_{name}.png'}" if attribution is not None else ""))
+
+
+def _attribution_figure(net: Any, top: Any, dataset: Any, method: str, show: int) -> Any:
+    """`method` of each shown channel's unit on its top patches (gs.features.patch_attributions),
+    each tile on its own symmetric scale (grey = 0), laid out like TopPatches.figure."""
+    import gradsum as gs
+    from gradsum.features._plot import tile_figure
+
+    channels = top.channels[:show]
+    tiles = gs.viz.signed_per_tile(gs.features.patch_attributions(net, top, dataset, method, channels=channels))
+    k = tiles.shape[1]
+    titles = [f"ch {c}" if j == 0 else "" for c in channels for j in range(k)]
+    return tile_figure(tiles.flatten(0, 1), titles=titles, ncols=k, tile_inches=0.9,
+                       title=f"{top.layer}: {method} of each channel's unit on its top-{k} patches (grey = 0)")
 
 
 def register(app: typer.Typer) -> None:

@@ -417,7 +417,7 @@ def _images_at(images: Any, index: torch.Tensor) -> torch.Tensor:
 
 
 def patch_attributions(model: nn.Module, top: TopPatches, images: Any, method: str = "guided-backprop",
-                       **options: Any) -> torch.Tensor:
+                       channels: list[int] | None = None, **options: Any) -> torch.Tensor:
     """The attribution of each top patch's own unit, cropped like the patch (seed figure:
     "guided backprop of maximally activating patches"; Springenberg et al. 2015).
 
@@ -428,7 +428,8 @@ def patch_attributions(model: nn.Module, top: TopPatches, images: Any, method: s
     or the map as one channel for methods without them) to the patch's receptive-field box,
     zero outside the image (the same crop as `top.crops`). One explain call per channel, the
     k patches batched with per-image positions. Returns (C, k, channels, r, r) on the device
-    of `top.crops`; `images` is the tensor or dataset that `top_patches` streamed."""
+    of `top.crops`; `images` is the tensor or dataset that `top_patches` streamed. `channels`:
+    only these of `top.channels`, in this order (default: all of them)."""
     from gradsum.core.targets import NeuronTarget
     from gradsum.methods.explain import explain
 
@@ -440,9 +441,18 @@ def patch_attributions(model: nn.Module, top: TopPatches, images: Any, method: s
     if int(top.index.max()) >= n:
         raise ValueError(f"top refers to image {int(top.index.max())} but images has {n}; give the images that "
                          "top_patches streamed")
+    if channels is None:
+        rows = list(range(len(top.channels)))
+    else:
+        missing = [c for c in _channel_list(channels) if c not in top.channels]
+        if missing:
+            raise ValueError(f"channels {missing} are not among the channels of top ({top.channels[:16]}"
+                             f"{' ...' if len(top.channels) > 16 else ''}); pick from those")
+        rows = [top.channels.index(c) for c in _channel_list(channels)]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     out = []
-    for i, channel in enumerate(top.channels):
+    for i in rows:
+        channel = top.channels[i]
         batch = _images_at(images, top.index[i]).to(device)
         target = NeuronTarget(top.layer, channel, top.y[i].to(device), top.x[i].to(device))
         result = explain(model, batch, [method], target=target, options={method: options} if options else None)[method]

@@ -211,10 +211,11 @@ def features_section(out: str | Path, spec: ReportSpec, survey: LayerSurvey, *, 
                 "first; at most one patch per scene. Black parts lie outside the image.")
     if survey.patch_attributions is not None:
         method = (survey.patch_method or "attribution").replace("-", " ")
-        att = survey.patch_attributions.detach().float()
-        peak = att.abs().amax(dim=(2, 3, 4), keepdim=True).clamp_min(1e-12)
+        from gradsum.viz import signed_per_tile
+
         save_figure(out / "figures/features_patch_attributions.png", _patch_figure(
-            tp, att / (2 * peak) + 0.5, f"{name}, {last}: {method} of each channel's unit on its top patches"))
+            tp, signed_per_tile(survey.patch_attributions),
+            f"{name}, {last}: {method} of each channel's unit on its top patches"))
         spec.figure("figures/features_patch_attributions.png",
                     f"{method[:1].upper()}{method[1:]} of the patches above (same rows and columns): for each patch, "
                     f"the attribution of the {last} unit it excites (that channel at that position) to the patch's "
