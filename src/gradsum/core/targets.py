@@ -257,16 +257,8 @@ class SegmentationTarget(Target):
 
 
 def _per_sample(value: Any, batch: int, what: str) -> torch.Tensor:
-    """An int, or one int per image (a sequence or tensor of B ints) -> (B,) int64."""
-    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.is_floating_point()):
-        raise TypeError(f"NeuronTarget {what} must be an int or one int per image; got {value!r}")
-    if isinstance(value, Sequence) and not isinstance(value, str) and not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
-        raise TypeError(f"NeuronTarget {what} must be an int or one int per image; got {value!r}")
-    raw = torch.as_tensor(value)
-    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool:
-        raise TypeError(f"NeuronTarget {what} must be an int or one int per image; got {raw.dtype} values")
-    idx = raw.reshape(-1).long()
+    """A checked index (`_check_index`): an int, or one int per image -> (B,) int64."""
+    idx = torch.as_tensor(value).reshape(-1).long()
     if idx.numel() == 1:
         return idx.expand(batch)
     if idx.numel() != batch:
@@ -278,14 +270,22 @@ def _per_sample(value: Any, batch: int, what: str) -> torch.Tensor:
 
 
 def _check_index(value: Any, what: str) -> None:
+    """An int, or one int per image (a sequence, array or tensor of ints); never a float,
+    bool or string, which would be rounded or misread as an index."""
     if value is None:
         return
-    if isinstance(value, bool | float | str) or (
-            isinstance(value, torch.Tensor) and (value.is_floating_point() or value.dtype == torch.bool)):
-        raise TypeError(f"NeuronTarget {what} must be an int or one int per image (a list or tensor); got {value!r}")
-    if not isinstance(value, numbers.Integral | Sequence | torch.Tensor) and not hasattr(value, "dtype"):
-        raise TypeError(f"NeuronTarget {what} must be an int or one int per image (a list or tensor); "
-                        f"got {type(value).__name__}")
+    message = f"NeuronTarget {what} must be an int or one int per image (a list or tensor); got"
+    if isinstance(value, bool | float | str):
+        raise TypeError(f"{message} {value!r}")
+    if isinstance(value, Sequence) and not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                               for v in value):
+        raise TypeError(f"{message} {value!r}")
+    try:
+        raw = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{message} {type(value).__name__}") from None
+    if raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool:
+        raise TypeError(f"{message} {raw.dtype} values")
 
 
 class NeuronTarget(Target):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,7 +29,8 @@ from torch import nn
 
 from gradsum.core.layers import resolve_layer
 
-__all__ = ["truncated_model", "truncated", "truncation", "Truncation", "in_truncated_run"]
+__all__ = ["truncated_model", "truncated", "truncation", "Truncation", "in_truncated_run", "stop_after",
+           "StopForward"]
 
 _ATTRIBUTE = "_gradsum_truncation"
 # set while an explanation runs on a truncated view: NeuronTarget binds only then (never on
@@ -37,9 +38,30 @@ _ATTRIBUTE = "_gradsum_truncation"
 _RUNNING: contextvars.ContextVar[int] = contextvars.ContextVar("gradsum_truncated_run", default=0)
 
 
-class _StopForward(BaseException):
-    """Raised by the stop hook; a BaseException so that a model's own `except Exception`
-    around a sub-network does not swallow it."""
+class StopForward(BaseException):
+    """Raised by a stop hook (`stop_after`) to skip the rest of a forward; a BaseException so
+    that a model's own `except Exception` around a sub-network does not swallow it."""
+
+
+@contextlib.contextmanager
+def stop_after(modules: list[nn.Module], enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """While inside, a forward raises `StopForward` right after the last of `modules` has run
+    (its hooks are registered now, so hooks registered earlier on those modules, e.g. a Probe's,
+    have captured their outputs first). Yields `reset()`, to call before each forward. Leaves
+    no hooks; `enabled=False` installs none."""
+    fired: set[int] = set()
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        fired.add(id(module))
+        if len(fired) == len(modules):
+            raise StopForward
+
+    handles = [m.register_forward_hook(hook) for m in modules] if enabled else []
+    try:
+        yield fired.clear
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class Truncation:
@@ -67,16 +89,10 @@ def _truncated_forward(self: nn.Module, *args: Any, **kwargs: Any) -> torch.Tens
             "stopped at that layer; it is not traced"
         )
     captured: list[Any] = []
-
-    def stop(module: nn.Module, inputs: tuple, output: Any) -> None:
-        captured.append(output)
-        raise _StopForward
-
-    handle = cut.module.register_forward_hook(stop)
+    handle = cut.module.register_forward_hook(lambda module, inputs, output: captured.append(output))
     try:
-        cut.model(*args, **kwargs)
-    except _StopForward:
-        pass
+        with stop_after([cut.module]), contextlib.suppress(StopForward):
+            cut.model(*args, **kwargs)
     finally:
         handle.remove()
     if not captured:

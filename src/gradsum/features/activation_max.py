@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from torch import nn
 
 from gradsum.core.layers import resolve_layer
 from gradsum.core.probe import Probe, preserved_state
+from gradsum.core.truncate import StopForward, stop_after
 from gradsum.features._plot import tile_figure
 from gradsum.features._relu import redirected_relus
 from gradsum.features.objectives import OUTPUT, LayerActivations, Objective
@@ -114,31 +115,6 @@ def _crop_border(a: torch.Tensor, border: int) -> torch.Tensor:
         return a
     b = min(border, (min(a.shape[-2:]) - 1) // 2)
     return a[..., b:a.shape[-2] - b, b:a.shape[-1] - b] if b > 0 else a
-
-
-class _Stop(BaseException):
-    """Raised once every layer the objective reads has run: the rest of the network is skipped.
-    A BaseException so that a model's own `except Exception` does not swallow it."""
-
-
-@contextlib.contextmanager
-def _stop_after(modules: list[nn.Module], enabled: bool) -> Iterator[Callable[[], None]]:
-    """While inside, a forward raises `_Stop` right after the last of `modules` has run (hooks
-    registered after the Probe's, so the activations are captured first). Yields `reset()`,
-    to call before each forward. Leaves no hooks."""
-    fired: set[int] = set()
-
-    def hook(module: nn.Module, args: tuple, output: object) -> None:
-        fired.add(id(module))
-        if len(fired) == len(modules):
-            raise _Stop
-
-    handles = [m.register_forward_hook(hook) for m in modules] if enabled else []
-    try:
-        yield fired.clear
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def maximize(
@@ -269,13 +245,13 @@ def maximize(
 
     active = [redirect_relu > 0]
     with preserved_state(model), redirected_relus(model, active), Probe(model, unique) as probe, \
-            _stop_after([module for _, module in unique], stop_early) as restart:
+            stop_after([module for _, module in unique], stop_early) as restart:
 
         def evaluate(x: torch.Tensor) -> torch.Tensor:
             probe.reset()
             restart()
             acts: dict[str, torch.Tensor] = {}
-            with contextlib.suppress(_Stop):
+            with contextlib.suppress(StopForward):
                 acts[OUTPUT] = model(x)
             acts.update({name: _crop_border(probe.activation(name), bord) for name, _ in unique})
             score = objective(LayerActivations(acts, modules))

@@ -145,10 +145,10 @@ def zero_gradient_images(grads: Sequence[torch.Tensor | None]) -> list[int]:
     return zero.nonzero().flatten().tolist() if bool(zero.any()) else []
 
 
-def warn_zero_maps(attribution: Attribution, family: str = "", neuron: NeuronTarget | None = None) -> None:
+def warn_zero_maps(attribution: Attribution, family: str = "", target: Any = None) -> None:
     """Warn (ZeroMapWarning, one line) when the map of any image is zero everywhere: it would
     be drawn as a blank map with no word; the message names the images and the likely cause
-    (for a `neuron` target: the unit is off on those images)."""
+    (for a `NeuronTarget`: the unit is off on those images)."""
     maps = attribution.maps
     if maps.numel() == 0:
         return
@@ -162,8 +162,8 @@ def warn_zero_maps(attribution: Attribution, family: str = "", neuron: NeuronTar
         layers = ", ".join(f"'{n}'" for n in attribution.settings.get("layers") or []) or "the layer"
         cause = (f"the target's gradients at {layers} are all exactly zero (a zero-initialised classification "
                  "head, as torchvision gives a new ViT, or an untrained one: load trained weights or train it first)")
-    if neuron is not None:
-        cause = (f"the unit (layer '{neuron.layer_name}', channel {neuron.channel}) is off on those images (0 after "
+    if isinstance(target, NeuronTarget):
+        cause = (f"the unit (layer '{target.layer_name}', channel {target.channel}) is off on those images (0 after "
                  "a ReLU, so no pixel moves it); pick a channel or position where it is active "
                  "(gs.features.top_patches finds them)")
     message = f"{attribution.method}: the map of image(s) {shown} is zero everywhere; likely cause: {cause}"
@@ -338,7 +338,7 @@ class Explainer:
                                           autocast=self.autocast)
         attribution.cost.seconds = time.perf_counter() - start
         attribution.settings.update(notes)
-        warn_zero_maps(attribution, self.family, spec if isinstance(spec, NeuronTarget) else None)
+        warn_zero_maps(attribution, self.family, spec)
         return contiguous_result(attribution)
 
     def _explain(self, x: torch.Tensor, target: Any) -> Attribution:  # pragma: no cover - abstract

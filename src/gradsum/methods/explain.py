@@ -12,7 +12,7 @@ from gradsum.core.attribution import Attribution, Cost
 from gradsum.core.layers import AUTO
 from gradsum.core.outputs import OutputSpec, check_output_spec
 from gradsum.core.precision import check_precision
-from gradsum.core.targets import NeuronTarget, TargetSpec, resolve_target
+from gradsum.core.targets import TargetSpec, resolve_target
 from gradsum.methods.base import (
     contiguous_result,
     model_for_target,
@@ -92,7 +92,7 @@ def explain(
         shared[cam_names[0]].cost.seconds = seconds  # one Cost object, shared by all of them
         for attribution in shared.values():
             attribution.settings.update(notes)
-            warn_zero_maps(attribution, "cam", spec if isinstance(spec, NeuronTarget) else None)
+            warn_zero_maps(attribution, "cam", spec)
         results.update(shared)
         total = total + shared[cam_names[0]].cost
     for name in names:
