@@ -27,6 +27,7 @@ from gradsum.adversarial.universal import (
 )
 from gradsum.core.probe import preserved_state
 from gradsum.core.threads import one_intra_op_thread
+from gradsum.data.subsets import class_names as dataset_class_names
 from gradsum.data.subsets import dataset_images
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -159,13 +160,6 @@ class AttackSurvey:
 
 # ------------------------------------------------------------------------------------ helpers
 
-def _class_names(dataset: Any, n_classes: int, given: Sequence[str] | None) -> list[str]:
-    names = list(given) if given is not None else getattr(dataset, "classes", None)
-    if not names or len(names) < n_classes:
-        return [f"class {k}" for k in range(n_classes)]
-    return [str(c).replace("_", " ") for c in names]
-
-
 def _per_model(models: dict[str, nn.Module], fn: Callable[[str, nn.Module], Any], workers: int) -> dict[str, Any]:
     """fn(name, model) for every model; models run in parallel threads (torch releases the GIL),
     each model in one thread only, so that no model's state is touched by two threads (the same
@@ -278,5 +272,5 @@ def attack_survey(
                 r.example_clean = torch.softmax(model(example), 1)[0]
                 r.example_perturbed = torch.softmax(model((example + r.universal.v).clamp(0, 1)), 1)[0]
     n_classes = next(iter(results.values())).p_start.shape[0]
-    return AttackSurvey(results, _class_names(dataset, n_classes, class_names), start, ids[pick], x.shape[0],
+    return AttackSurvey(results, dataset_class_names(dataset, n_classes, class_names), start, ids[pick], x.shape[0],
                         x_fit.shape[0], x_eval.shape[0], example, tm, bud, seed)

@@ -1,5 +1,6 @@
 """Subsets of a dataset: the items at given positions, the items that have boxes, and the
-first images of a dataset as one tensor (`dataset_images`)."""
+first images of a dataset as one tensor (`dataset_images`), and its class names for display
+(`class_names`)."""
 from __future__ import annotations
 
 import numbers
@@ -10,7 +11,7 @@ import torch
 
 from gradsum.data.samples import Sample
 
-__all__ = ["Subset", "IndicesError", "with_boxes", "dataset_images"]
+__all__ = ["Subset", "IndicesError", "with_boxes", "dataset_images", "class_names"]
 
 
 class IndicesError(IndexError, ValueError):
@@ -92,3 +93,12 @@ def dataset_images(dataset: Any, limit: int | None = None) -> tuple[torch.Tensor
            for t in targets):
         labels = torch.as_tensor([int(t) for t in targets], dtype=torch.int64)
     return x, labels, [str(getattr(s, "id", i)) for i, s in enumerate(samples)]
+
+
+def class_names(dataset: Any, n_classes: int, given: Sequence[str] | None = None) -> list[str]:
+    """Display names of `n_classes` classes: `given`, else the dataset's `classes` attribute,
+    underscores as spaces ("no_pothole" -> "no pothole"); "class k" when neither names them all."""
+    names = list(given) if given is not None else getattr(dataset, "classes", None)
+    if not names or len(names) < n_classes:
+        return [f"class {k}" for k in range(n_classes)]
+    return [str(c).replace("_", " ") for c in names]

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DemoConfig", "run_demo", "class_names"]
+__all__ = ["DemoConfig", "run_demo"]
 
 CAM_METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "eigencam"]
 GRADIENT_METHODS = ["saliency", "guided-backprop", "integrated-gradients"]
@@ -136,6 +136,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, echo: Callable[[
 def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], None]) -> Path:
     import gradsum as gs
     from gradsum.core.devices import device_info, resolve_device
+    from gradsum.data.subsets import class_names
     from gradsum.report import ReportSpec, render_report
     from gradsum.report.plots import enrichment_heatmap, epoch_lines, image_panel, scene_grid
     from gradsum.report.sections_profile import write_profile_report
@@ -239,7 +240,7 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
                          options=cfg.method_options)
         with torch.no_grad():
             output = model(images).cpu()
-        names = class_names(ds, model)
+        names = class_names(ds, output.shape[1])
         titles = ([f"steer {float(o):+.2f} (true {float(t):+.2f})" for o, t in zip(output[:, 0], batch.targets, strict=True)]
                   if output.shape[1] == 1 else
                   [f"pred {names[int(o)]}\n(true {names[int(t)]})" for o, t in zip(output.argmax(1), batch.targets,
@@ -312,7 +313,7 @@ def _run_demo(out: str | Path, config: DemoConfig | None, echo: Callable[[str], 
     ]).figure("figures/steering_epochs.png", "Share of the Grad-CAM heatmap per category after each training epoch")
 
     log("per-image panels")
-    names = class_names(pothole_test, short)
+    names = class_names(pothole_test, 2)
     spec.section("images", "Per-image profiles", [
         f"Image, segmentation, Grad-CAM overlay and the share of the heatmap per category, for the shortcut model, "
         f"explained for the class '{names[0]}' as in the profiles above (the title gives the predicted class)."])
@@ -387,19 +388,6 @@ def _extras(out: Path, spec: Any, cfg: DemoConfig, clean: torch.nn.Module, short
     attacks = attack_survey({"no shortcut": clean, "shortcut": short}, test,
                             budget=AttackBudget.quick() if quick else AttackBudget(), seed=cfg.seed)
     adversarial_section(out, spec, attacks)
-
-
-def class_names(dataset: Any, model: torch.nn.Module | None = None) -> tuple[str, ...]:
-    """Display names of a classifier's classes: the dataset's `classes` attribute when it has
-    one, else the model card's class_names, else the pothole task's ("no pothole", "pothole");
-    underscores become spaces ("no_pothole" -> "no pothole")."""
-    import gradsum as gs
-
-    names = getattr(dataset, "classes", None)
-    if not names and model is not None:
-        card = gs.models.card_of(model)
-        names = card.class_names if card is not None else None
-    return tuple(str(n).replace("_", " ") for n in (names or ("no pothole", "pothole")))
 
 
 def _only(profile: Any, **equal: Any) -> Any:

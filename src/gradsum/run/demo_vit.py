@@ -32,9 +32,10 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
     import pandas as pd
 
     import gradsum as gs
+    from gradsum.data.subsets import class_names
     from gradsum.report.plots import comparison_bars
     from gradsum.report.sections_eval import evaluation_section
-    from gradsum.run.demo import _only, class_names
+    from gradsum.run.demo import _only
     from gradsum.run.runner import write_table
     from gradsum.run.store import save_figure
     from gradsum.semantic import shortcut_findings, shortcut_verdict
@@ -79,7 +80,7 @@ def vit_comparison(out: Path, spec: Any, cfg: Any, cnn: torch.nn.Module, train: 
     rows: dict[str, Any] = {"CNN Grad-CAM": gs.explainer("gradcam", cnn, layer=cnn_layer)(images, 0)}
     for method in VIT_METHODS:
         rows[f"ViT {_SHORT[method]}"] = gs.explainer(method, vit)(images, 0)
-    names = class_names(test, cnn)
+    names = class_names(test, 2)
     with torch.no_grad():
         cnn_pred, vit_pred = cnn(images).argmax(1).tolist(), vit(images).argmax(1).tolist()
     titles = [f"true {names[int(t)]}\nCNN: {names[c]}, ViT: {names[v]}"
