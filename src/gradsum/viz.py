@@ -21,8 +21,8 @@ from gradsum.core.normalize import minmax
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["colorize", "overlay", "grid", "signed_scale", "signed_per_tile", "shown_note", "to_hwc", "to_uint8",
-           "SIGNED_PERCENTILE"]
+__all__ = ["colorize", "overlay", "grid", "signed_scale", "signed_per_tile", "display_colorbar", "shown_note",
+           "to_hwc", "to_uint8", "SIGNED_PERCENTILE"]
 
 DisplayNorm = Literal["auto", "minmax", "maxabs", "none"]
 SEQUENTIAL = "jet"
@@ -161,6 +161,22 @@ def signed_per_tile(tiles: torch.Tensor) -> torch.Tensor:
     return tiles / (2 * peak) + 0.5
 
 
+def display_colorbar(fig: Figure, cax: Any, signed: bool) -> Any:
+    """The colour bar of a displayed map on axes `cax`: "0 .. 1" on the sequential colour map
+    for min-max scaled maps, "-m 0 +m" on the diverging one for signed maps."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[DIVERGING if signed else SEQUENTIAL]), cax=cax)
+    if signed:
+        bar.set_ticks([0, 0.5, 1], labels=["−m", "0", "+m"])
+    else:
+        bar.set_ticks([0, 1], labels=["0", "1"])
+    bar.ax.tick_params(labelsize=6)
+    return bar
+
+
 def shown_note(shown: int, given: int, noun: str = "images") -> str:
     """'first 8 of 10 images' when a figure shows fewer than it was given, else ''. Every
     grid in gradsum says so in its title rather than dropping pictures silently."""
@@ -192,9 +208,6 @@ def grid(
     shows where the map is zero, so sparse signed maps are not washed out in white). At most `max_images` columns: when fewer than B images are shown the title says
     "first N of B images" (after `title`, when given). Method names are written horizontally left of their row and the
     figure size follows the images' aspect, so labels do not overlap on wide images."""
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
@@ -247,13 +260,7 @@ def grid(
         if mode is None:
             cax.set_axis_off()
             continue
-        cmap = colormaps[DIVERGING if mode == "maxabs" else SEQUENTIAL]
-        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), cax=cax)
-        if mode == "maxabs":
-            bar.set_ticks([0, 0.5, 1], labels=["−m", "0", "+m"])
-        else:
-            bar.set_ticks([0, 1], labels=["0", "1"])
-        bar.ax.tick_params(labelsize=6, length=2)
+        display_colorbar(fig, cax, signed=mode == "maxabs").ax.tick_params(length=2)
     signed = any(mode == "maxabs" for mode in modes)
     note = ", ".join(p for p in (
         title, shown_note(n, images.shape[0]),

@@ -214,7 +214,7 @@ def image_panel(image: torch.Tensor, segmentation: torch.Tensor, heatmap: torch.
                 table: LabelTable, *, column: str = "share", title: str = "", heatmap_title: str = "heatmap") -> Figure:
     """image | segmentation | heatmap overlay (with its colour bar: min-max scaled 0..1, or
     signed on a symmetric scale, as in `gradsum.viz`) | category bars for one image."""
-    from gradsum.viz import overlay, to_hwc
+    from gradsum.viz import display_colorbar, overlay, to_hwc
 
     fig = _figure(11.0, 2.6)
     axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.2])
@@ -225,20 +225,8 @@ def image_panel(image: torch.Tensor, segmentation: torch.Tensor, heatmap: torch.
     signed = bool((heatmap < 0).any())
     axes[2].imshow(overlay(image, heatmap))
     axes[2].set_title(heatmap_title, fontsize=9)
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    from gradsum.viz import DIVERGING, SEQUENTIAL
-
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[DIVERGING if signed else SEQUENTIAL]),
-                       cax=axes[2].inset_axes((1.03, 0.0, 0.05, 1.0)))  # as high as the picture
-    if signed:
-        bar.set_ticks([0, 0.5, 1], labels=["−m", "0", "+m"])
-    else:
-        bar.set_ticks([0, 1], labels=["0", "1"])
+    bar = display_colorbar(fig, axes[2].inset_axes((1.03, 0.0, 0.05, 1.0)), signed)  # as high as the picture
     bar.set_label("signed, ±m" if signed else "min-max scaled", fontsize=7)
-    bar.ax.tick_params(labelsize=6)
     for ax in axes[:3]:
         ax.set_xticks([])
         ax.set_yticks([])
