@@ -130,3 +130,14 @@ def test_neuron_user_errors_are_one_line(files, tmp_path, neuron, extra, message
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_neuron_position_is_checked_on_every_image_size_before_anything_runs(files, tmp_path):
+    paths, model = files
+    small = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(small)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["explain", paths[0], str(small), "--model", model, "--method", "saliency",
+                                      "--neuron", "3:1:8:2", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "y must be in 0..5 (images of 12x16)" in result.output and not out.exists()

@@ -81,9 +81,10 @@ def _digits_example(seed: int) -> tuple[Any, Any, list[str]]:
     return model, images, [f"digit {test[i].target} (pred {p})" for i, p in zip(picks, predicted, strict=True)]
 
 
-def _neuron_target(net: Any, x: Any, text: str, target: int | None, sign: int | None) -> Any:
-    """--neuron LAYER:CHANNEL[:Y:X] -> gs.NeuronTarget, checked on the first image (layer
-    name, channel and position in range) before anything is explained."""
+def _neuron_target(net: Any, firsts: list[Any], text: str, target: int | None, sign: int | None) -> Any:
+    """--neuron LAYER:CHANNEL[:Y:X] -> gs.NeuronTarget, checked on the first image of each
+    size (layer name, channel, and a position inside every size's map) before anything is
+    explained."""
     import torch
 
     import gradsum as gs
@@ -101,8 +102,16 @@ def _neuron_target(net: Any, x: Any, text: str, target: int | None, sign: int | 
         raise UserError(f"--neuron {text!r}: CHANNEL, Y and X must be integers, e.g. layer3:17:4:6") from None
     neuron = gs.NeuronTarget(layer, values[0], *(values[1:] or (None, None)))
     with truncated(net, layer) as view, torch.no_grad(), preserved_state(net):
-        neuron.bind(view(x))  # a misspelt layer, a channel or position out of range: one line, nothing run yet
+        for x in firsts:  # a misspelt layer, a channel or position out of range: one line, nothing run yet
+            try:
+                neuron.bind(view(x))
+            except ValueError as exc:
+                raise UserError(f"{exc}{' (images of ' + _size(x) + ')' if len(firsts) > 1 else ''}") from None
     return neuron
+
+
+def _size(x: Any) -> str:
+    return f"{x.shape[-2]}x{x.shape[-1]}"
 
 
 def explain_command(
@@ -179,7 +188,8 @@ def explain_command(
         hw = hw or gs.models.card_of(net).input_size
         plan, notes = _plan(list(images), headers, hw, resize)
     first = plan[0][2](0, 1).to(device)
-    spec = (_neuron_target(net, first, neuron, target, sign) if neuron is not None
+    spec = (_neuron_target(net, [first, *(read(0, 1).to(device) for _, _, read in plan[1:])], neuron, target, sign)
+            if neuron is not None
             else explained_target(model_output(net, first), target, sign))
     for note in notes:
         typer.echo(note)
